@@ -1,0 +1,35 @@
+"""Completions -> amodal mask.
+
+pix2gestalt synthesizes the whole object on white, so its extent is wherever a sample is
+not white; several samples vote per pixel, which removes the speckles of any one sample.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def foreground_masks(completions: np.ndarray, white_threshold: int) -> np.ndarray:
+    """(N, h, w, 3) uint8 -> (N, h, w) bool: grey level <= ``white_threshold`` is object."""
+    if completions.ndim != 4 or completions.shape[-1] != 3:
+        raise ValueError(f"completions must be N x h x w x 3, got {completions.shape}")
+    grey = completions.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return grey <= white_threshold
+
+
+def vote(masks: np.ndarray, vote_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel vote over N sample masks.
+
+    Returns the voted mask (agreement strictly above ``vote_threshold``, so a 2-2 tie with
+    the default is background) and the agreement, the fraction of samples that saw object.
+    """
+    agreement = masks.mean(axis=0, dtype=np.float32)
+    return agreement > vote_threshold, agreement
+
+
+def closest_sample(masks: np.ndarray, voted: np.ndarray) -> int:
+    """Index of the sample whose mask has the highest IoU with the vote (the one to show)."""
+    inter = (masks & voted).sum(axis=(1, 2))
+    union = (masks | voted).sum(axis=(1, 2))
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return int(np.argmax(iou))

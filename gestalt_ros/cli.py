@@ -1,0 +1,156 @@
+"""``gestalt-ros``: one command, a subcommand per job.
+
+  gestalt-ros demo --out DIR                 bag of synthetic scenes -> node -> bag + PNGs
+  gestalt-ros node [--ros-args ...]          the ROS 2 node (same as `ros2 run gestalt_ros gestalt_node`)
+  gestalt-ros train --config FILE --out DIR  train the embedded completion model
+  gestalt-ros eval --annotations FILE --images-root DIR --out DIR
+  gestalt-ros synth --out DIR --scenes N     write a synthetic amodal dataset (generic JSON + PNGs)
+  gestalt-ros config                         print the ROS parameter file with every default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from gestalt_ros.config import GestaltConfig
+
+
+def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pipeline")
+    group.add_argument("--params", type=Path, help="ROS parameter file or plain YAML (default: built-in defaults)")
+    group.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. completion.num_samples=8"
+    )
+
+
+def pipeline_config(args: argparse.Namespace) -> GestaltConfig:
+    """Defaults, then ``--params``, then ``--set`` overrides."""
+    base = GestaltConfig.from_yaml_file(str(args.params)) if args.params else GestaltConfig()
+    return base.with_overrides(args.set)
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    cfg = pipeline_config(args)
+    sys.stdout.write(cfg.to_ros_yaml() if not args.flat else json.dumps(cfg.to_flat(), indent=2) + "\n")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from gestalt_ros.train.loop import TrainConfig, train
+
+    cfg = TrainConfig.from_yaml(args.config)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if not hasattr(cfg, key):
+            raise SystemExit(f"unknown training key {key!r}")
+        setattr(cfg, key, type(getattr(cfg, key))(value))
+    summary = train(cfg, args.out, cache_dir=args.cache_dir, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from gestalt_ros.data.synthetic import HELDOUT_OBJECTS, TRAIN_OBJECTS, iter_scenes, write_amodal_dataset
+
+    objects = {"train": TRAIN_OBJECTS, "heldout": HELDOUT_OBJECTS, "all": TRAIN_OBJECTS + HELDOUT_OBJECTS}[args.objects]
+    path = write_amodal_dataset(iter_scenes(args.scenes, args.seed, objects=objects), args.out)
+    print(f"wrote {path}")
+    return 0
+
+
+def _cmd_node(args: argparse.Namespace, ros_args: list[str]) -> int:
+    from gestalt_ros.ros.node import main as node_main
+
+    return node_main(ros_args) or 0
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from gestalt_ros.eval.runner import run_eval
+
+    cfg = pipeline_config(args)
+    if args.samples:
+        cfg = cfg.with_overrides([f"completion.num_samples={args.samples}"])
+    if args.backend:
+        cfg = cfg.with_overrides([f"backend={args.backend}"])
+    metrics = run_eval(cfg, args.annotations, args.images_root, args.out, limit=args.limit, progress=not args.quiet)
+    print(json.dumps({k: v for k, v in metrics.items() if k != "per_object"}, indent=2))
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from gestalt_ros.demo import run_demo
+
+    summary = run_demo(args.out, pipeline_config(args), scenes=args.scenes, seed=args.seed)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gestalt-ros", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("config", help="print the ROS parameter file with every default")
+    _add_pipeline_args(p)
+    p.add_argument("--flat", action="store_true", help="dotted names as JSON instead of the ROS YAML")
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("train", help="train the embedded completion model")
+    p.add_argument("--config", type=Path, required=True, help="training YAML, e.g. config/train_cpu.yaml")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("--cache-dir", type=Path, default=Path("data_cache"), help="where rendered crops are cached")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a top-level training key")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("synth", help="write a synthetic amodal dataset (generic JSON + PNGs)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--scenes", type=int, default=100)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--objects", choices=("train", "heldout", "all"), default="heldout")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("eval", help="score a backend against the modal and convex-hull baselines")
+    p.add_argument("--annotations", type=Path, required=True, help="generic amodal JSON, or COCOA JSON file/folder")
+    p.add_argument("--images-root", type=Path, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--samples", type=int, help="completions per object (completion.num_samples)")
+    p.add_argument("--backend", help="backend name (default: embedded)")
+    p.add_argument("--limit", type=int, help="score only the first K objects")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("demo", help="bag of synthetic scenes -> node -> bag of outputs + PNG overlays")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--scenes", type=int, default=4)
+    p.add_argument("--seed", type=int, default=7)
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_demo)
+
+    sub.add_parser("node", help="run the ROS 2 node; arguments after it go to ROS (--ros-args ...)", add_help=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after `node` belongs to ROS, not to argparse.
+    positional = [i for i, a in enumerate(argv) if not a.startswith("-")]
+    if positional and argv[positional[0]] == "node":
+        i = positional[0]
+        args = build_parser().parse_args(argv[: i + 1])
+        logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+        return _cmd_node(args, argv[i + 1 :])
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Every default of gestalt_ros, in one place.
+
+The ROS parameter file (``config/gestalt.yaml``), the CLI's ``--set`` overrides and the
+node's ``declare_parameter`` calls are all derived from these dataclasses; a test checks
+that the committed YAML matches them. Parameters are addressed by dotted names such as
+``completion.num_samples``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import yaml
+
+RELIABILITIES = ("best_effort", "reliable")
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used."""
+
+
+@dataclass
+class VisibleConfig:
+    """Prompt -> visible mask (embedded default: OpenCV GrabCut seeded by the prompt)."""
+
+    method: str = "grabcut"
+    iterations: int = 5
+    # A click seeds GrabCut with a square window of this fraction of min(H, W) around it.
+    click_window: float = 0.25
+
+    def validate(self) -> None:
+        _check_choice("visible.method", self.method, ("grabcut",))
+        _check_range("visible.iterations", self.iterations, 1, 50)
+        _check_range("visible.click_window", self.click_window, 0.02, 1.0)
+
+
+@dataclass
+class CompletionConfig:
+    """Whole-object synthesis by conditional diffusion."""
+
+    # Empty: the embedded model committed under model/. Otherwise a model directory.
+    weights: str = ""
+    num_samples: int = 4
+    num_inference_steps: int = 10
+    guidance_scale: float = 1.0
+    # DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral.
+    eta: float = 0.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        _check_range("completion.num_samples", self.num_samples, 1, 64)
+        _check_range("completion.num_inference_steps", self.num_inference_steps, 1, 1000)
+        _check_range("completion.guidance_scale", self.guidance_scale, 0.0, 50.0)
+        _check_range("completion.eta", self.eta, 0.0, 1.0)
+
+
+@dataclass
+class AmodalConfig:
+    """Completion images -> amodal mask."""
+
+    # A completion pixel is object when its grey level is <= this (pix2gestalt uses 250).
+    white_threshold: int = 235
+    # Fraction of samples that must agree for a pixel to be in the amodal mask.
+    vote_threshold: float = 0.5
+    # The visible part is always part of the whole object.
+    union_visible: bool = True
+
+    def validate(self) -> None:
+        _check_range("amodal.white_threshold", self.white_threshold, 0, 255)
+        _check_range("amodal.vote_threshold", self.vote_threshold, 0.0, 1.0)
+
+
+@dataclass
+class RecognitionConfig:
+    """Label the completed object."""
+
+    model: str = "efficientnet-lite0"
+    top_k: int = 5
+
+    def validate(self) -> None:
+        _check_choice("recognition.model", self.model, ("efficientnet-lite0",))
+        _check_range("recognition.top_k", self.top_k, 1, 1000)
+
+
+@dataclass
+class RosConfig:
+    """Topics, QoS and bookkeeping of the ROS node (ignored by the pipeline)."""
+
+    image_reliability: str = "best_effort"
+    image_depth: int = 1
+    # Images kept so that a prompt can find the frame with its own stamp.
+    image_cache_size: int = 30
+    # Prompts waiting for the worker; the oldest is dropped (and counted) beyond this.
+    max_pending_prompts: int = 8
+    # Frames larger than this are rejected (and counted) instead of processed.
+    max_image_bytes: int = 50_000_000
+    publish_overlay: bool = True
+
+    def validate(self) -> None:
+        _check_choice("ros.image_reliability", self.image_reliability, RELIABILITIES)
+        _check_range("ros.image_depth", self.image_depth, 1, 1000)
+        _check_range("ros.image_cache_size", self.image_cache_size, 1, 10_000)
+        _check_range("ros.max_pending_prompts", self.max_pending_prompts, 1, 10_000)
+        _check_range("ros.max_image_bytes", self.max_image_bytes, 1, 2**31 - 1)
+
+
+@dataclass
+class GestaltConfig:
+    """The whole configuration: pipeline stages plus the ROS layer."""
+
+    backend: str = "embedded"
+    device: str = "cpu"
+    visible: VisibleConfig = field(default_factory=VisibleConfig)
+    completion: CompletionConfig = field(default_factory=CompletionConfig)
+    amodal: AmodalConfig = field(default_factory=AmodalConfig)
+    recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
+    ros: RosConfig = field(default_factory=RosConfig)
+
+    def validate(self) -> GestaltConfig:
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate()
+        return self
+
+    # ----- flat dotted view (ROS parameters, CLI overrides) -----
+    def to_flat(self) -> dict[str, Any]:
+        """``{"completion.num_samples": 4, ...}`` in declaration order."""
+        flat: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                for sub in fields(value):
+                    flat[f"{f.name}.{sub.name}"] = getattr(value, sub.name)
+            else:
+                flat[f.name] = value
+        return flat
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GestaltConfig:
+        """Nested dict (as in YAML) -> config; unknown keys are errors naming the closest key."""
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if isinstance(value, dict):
+                for sub, sub_value in value.items():
+                    flat[f"{key}.{sub}"] = sub_value
+            else:
+                flat[key] = value
+        return cls.from_flat(flat)
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> GestaltConfig:
+        cfg = cls()
+        for key, value in flat.items():
+            cfg.set(key, value)
+        return cfg.validate()
+
+    def set(self, key: str, value: Any) -> None:
+        """Set one dotted key, converting ``value`` to the field's type."""
+        known = self.to_flat()
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown parameter {key!r}{hint}")
+        target: Any = self
+        *parents, name = key.split(".")
+        for parent in parents:
+            target = getattr(target, parent)
+        setattr(target, name, _coerce(key, value, type(known[key])))
+
+    def with_overrides(self, overrides: list[str]) -> GestaltConfig:
+        """Apply ``key=value`` strings (the CLI's ``--set``); returns a validated copy."""
+        cfg = dataclasses.replace(self)  # shallow; sections replaced below
+        for f in fields(cfg):
+            value = getattr(cfg, f.name)
+            if dataclasses.is_dataclass(value):
+                setattr(cfg, f.name, dataclasses.replace(value))
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ConfigError(f"override {item!r} is not key=value")
+            cfg.set(key.strip(), value.strip())
+        return cfg.validate()
+
+    # ----- YAML -----
+    def to_ros_yaml(self) -> str:
+        """The ROS 2 parameter file (``/**`` matches the node under any name and namespace)."""
+        body = {"/**": {"ros__parameters": self.to_dict()}}
+        header = (
+            "# Generated from gestalt_ros/config.py by `gestalt-ros config > config/gestalt.yaml`.\n"
+            "# Every parameter of the node with its default; see the README's table.\n"
+        )
+        return header + yaml.safe_dump(body, sort_keys=False)
+
+    @classmethod
+    def from_yaml_file(cls, path: str, node_name: str = "gestalt_node") -> GestaltConfig:
+        """Read a plain nested YAML or a ROS parameter file (``node: ros__parameters: ...``)."""
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+        if node_name in data and "ros__parameters" in data[node_name]:
+            data = data[node_name]["ros__parameters"]
+        elif "/**" in data and "ros__parameters" in data["/**"]:
+            data = data["/**"]["ros__parameters"]
+        return cls.from_dict(data)
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    try:
+        if kind is bool:
+            if isinstance(value, str):
+                lowered = value.lower()
+                if lowered in ("true", "1", "yes", "on"):
+                    return True
+                if lowered in ("false", "0", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} expects {kind.__name__}, got {value!r}") from None
+
+
+def _check_range(key: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise ConfigError(f"{key} must lie in [{low}, {high}], got {value!r}")
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {choices}, got {value!r}")

@@ -1,0 +1,151 @@
+"""Training crops for the completion model, cut exactly as the pipeline cuts them.
+
+Each example is (occluded crop, visible mask, whole object on white), all at the model's
+resolution, around the visible part with ``prompts.CropWindow``. Scenes come from the
+pybullet generator; rendering runs in worker processes and the crops are cached as one
+``.npz`` so a training run can be repeated without re-rendering.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from gestalt_ros.prompts import CropWindow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CropSet:
+    """N training examples as uint8 arrays (cheap to cache and to index)."""
+
+    images: np.ndarray  # (N, r, r, 3) occluded crops
+    visible: np.ndarray  # (N, r, r) bool
+    targets: np.ndarray  # (N, r, r, 3) whole object on white
+    occlusion: np.ndarray  # (N,) float32, 1 - visible/amodal area in the full frame
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, images=self.images, visible=self.visible, targets=self.targets, occlusion=self.occlusion)
+
+    @classmethod
+    def load(cls, path: Path) -> CropSet:
+        with np.load(path) as data:
+            return cls(data["images"], data["visible"], data["targets"], data["occlusion"])
+
+    @classmethod
+    def concatenate(cls, parts: Sequence[CropSet]) -> CropSet:
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("images", "visible", "targets", "occlusion")))
+
+
+def scene_crops(
+    scene,
+    resolution: int,
+    crop_scale: float,
+    rng: np.random.Generator,
+    jitter: float = 0.0,
+    min_visible_px: int = 30,
+) -> CropSet:
+    """Crops of every usable object of one ``synthetic.Scene``.
+
+    Objects whose visible part is tiny, or whose amodal mask touches the frame (the truth is
+    cut off there), are skipped. ``jitter`` randomly scales and shifts the window by up to
+    that fraction, so the model does not depend on a perfectly tight visible box.
+    """
+    images, visible, targets, occlusion = [], [], [], []
+    h, w = scene.image.shape[:2]
+    for obj in scene.objects:
+        amodal = obj.amodal
+        if obj.visible.sum() < min_visible_px or amodal[0].any() or amodal[-1].any() or amodal[:, 0].any() or amodal[:, -1].any():
+            continue
+        window = CropWindow.around(obj.visible, crop_scale * float(np.exp(rng.uniform(-jitter, jitter))))
+        if jitter:
+            shift = rng.uniform(-jitter, jitter, size=2) * window.size
+            window = CropWindow(window.x0 + int(shift[0]), window.y0 + int(shift[1]), window.size)
+        images.append(window.crop_image(scene.image, resolution))
+        visible.append(window.crop_mask(obj.visible, resolution))
+        targets.append(window.crop_image(obj.whole, resolution, fill=255))
+        occlusion.append(1.0 - obj.visible.sum() / max(amodal.sum(), 1))
+    if not images:
+        r = resolution
+        return CropSet(np.zeros((0, r, r, 3), np.uint8), np.zeros((0, r, r), bool), np.zeros((0, r, r, 3), np.uint8), np.zeros(0, np.float32))
+    return CropSet(np.stack(images), np.stack(visible), np.stack(targets), np.asarray(occlusion, np.float32))
+
+
+def _render_chunk(args: tuple) -> CropSet:
+    from gestalt_ros.data.synthetic import iter_scenes
+
+    seed, start, count, objects, resolution, crop_scale, jitter, ycb_root = args
+    rng = np.random.default_rng([seed, start])
+    parts = [
+        scene_crops(scene, resolution, crop_scale, rng, jitter)
+        for scene in iter_scenes(count, seed, objects=objects, ycb_root=ycb_root, start=start)
+    ]
+    return CropSet.concatenate(parts)
+
+
+def build_crops(
+    n_scenes: int,
+    seed: int,
+    objects: Sequence[str],
+    resolution: int,
+    crop_scale: float,
+    jitter: float = 0.1,
+    workers: int = 2,
+    ycb_root: Path | None = None,
+    chunk: int = 50,
+    progress: bool = True,
+) -> CropSet:
+    """Render ``n_scenes`` scenes in ``workers`` processes and cut their crops (deterministic)."""
+    jobs = [
+        (seed, start, min(chunk, n_scenes - start), tuple(objects), resolution, crop_scale, jitter, ycb_root)
+        for start in range(0, n_scenes, chunk)
+    ]
+    parts: list[CropSet] = []
+    bar = tqdm(total=n_scenes, desc="rendering scenes", unit="scene", disable=not progress)
+    if workers <= 1:
+        results: Iterable[CropSet] = map(_render_chunk, jobs)
+    else:
+        pool = ProcessPoolExecutor(workers)
+        results = pool.map(_render_chunk, jobs)
+    for job, part in zip(jobs, results):
+        parts.append(part)
+        bar.update(job[2])
+    bar.close()
+    if workers > 1:
+        pool.shutdown()
+    crops = CropSet.concatenate(parts)
+    logger.info("%d scenes -> %d crops", n_scenes, len(crops))
+    return crops
+
+
+class CompletionDataset(torch.utils.data.Dataset):
+    """Tensors in [-1, 1]: (target (3,r,r), condition (4,r,r)); random horizontal flips."""
+
+    def __init__(self, crops: CropSet, flip: bool = True) -> None:
+        self.crops = crops
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.crops)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from gestalt_ros.completion import encode_condition
+
+        image, visible, target = self.crops.images[i], self.crops.visible[i], self.crops.targets[i]
+        if self.flip and torch.rand(()) < 0.5:
+            image, visible, target = image[:, ::-1], visible[:, ::-1], target[:, ::-1]
+        condition = encode_condition(np.ascontiguousarray(image), np.ascontiguousarray(visible))[0]
+        target_t = torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1).float() / 127.5 - 1.0
+        return target_t, condition

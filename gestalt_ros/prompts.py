@@ -1,0 +1,127 @@
+"""Prompt checks and the one transform between camera pixels and the model's crop.
+
+The completion model sees a square window around the visible part, scaled so that the
+hidden part fits, resized to the model's resolution. ``CropWindow`` is that mapping; the
+trainer uses the same class, so training and inference crop identically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from gestalt_ros.types import BBox, BoxPrompt, MaskPrompt, PointPrompt, Prompt, mask_bbox
+
+
+class PromptError(ValueError):
+    """A prompt that does not fit the image it refers to."""
+
+
+def check_image(image: np.ndarray) -> np.ndarray:
+    """Validate an H x W x 3 uint8 RGB image and return it (C-contiguous)."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"image must be a numpy array, got {type(image).__name__}")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be H x W x 3, got shape {image.shape}")
+    if image.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"image is empty: shape {image.shape}")
+    return np.ascontiguousarray(image)
+
+
+def check_prompt(prompt: Prompt, height: int, width: int) -> Prompt:
+    """Raise ``PromptError`` (showing the value) unless ``prompt`` lies on an H x W image."""
+    if isinstance(prompt, PointPrompt):
+        if not (np.isfinite(prompt.x) and np.isfinite(prompt.y)):
+            raise PromptError(f"point {prompt} is not finite")
+        if not (0 <= prompt.x < width and 0 <= prompt.y < height):
+            raise PromptError(f"point ({prompt.x}, {prompt.y}) lies outside the {width}x{height} image")
+        return prompt
+    if isinstance(prompt, BoxPrompt):
+        x0, x1 = sorted((prompt.x0, prompt.x1))
+        y0, y1 = sorted((prompt.y0, prompt.y1))
+        if not all(np.isfinite(v) for v in (x0, y0, x1, y1)):
+            raise PromptError(f"box {prompt} is not finite")
+        x0, y0 = max(x0, 0.0), max(y0, 0.0)
+        x1, y1 = min(x1, float(width)), min(y1, float(height))
+        if x1 - x0 < 2 or y1 - y0 < 2:
+            raise PromptError(f"box {prompt} covers less than 2x2 pixels of the {width}x{height} image")
+        return BoxPrompt(x0, y0, x1, y1)
+    if isinstance(prompt, MaskPrompt):
+        mask = np.asarray(prompt.mask)
+        if mask.shape != (height, width):
+            raise PromptError(f"mask prompt has shape {mask.shape}, image is {(height, width)}")
+        mask = mask > (127 if mask.dtype == np.uint8 else 0)
+        if not mask.any():
+            raise PromptError("mask prompt is empty")
+        return MaskPrompt(mask)
+    raise PromptError(f"unknown prompt type {type(prompt).__name__}")
+
+
+@dataclass(frozen=True)
+class CropWindow:
+    """A square window of the camera image, in pixels; may extend past the image borders.
+
+    ``scale`` times the longer side of the visible box, centred on it, and at least
+    ``min_size`` pixels, so a small or thin visible part still leaves room for the hidden part.
+    """
+
+    x0: int
+    y0: int
+    size: int
+
+    @classmethod
+    def around(cls, visible: np.ndarray, scale: float, min_size: int = 16) -> CropWindow:
+        x0, y0, x1, y1 = mask_bbox(visible)
+        size = max(int(round(max(x1 - x0, y1 - y0) * scale)), min_size)
+        cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
+        return cls(int(round(cx - size / 2.0)), int(round(cy - size / 2.0)), size)
+
+    @property
+    def box(self) -> BBox:
+        return self.x0, self.y0, self.x0 + self.size, self.y0 + self.size
+
+    def _affine(self, resolution: int) -> np.ndarray:
+        """Maps window pixel centres (image coordinates) to crop pixel centres."""
+        r = resolution / self.size
+        return np.array([[r, 0.0, (0.5 - self.x0) * r - 0.5], [0.0, r, (0.5 - self.y0) * r - 0.5]])
+
+    def crop_image(self, image: np.ndarray, resolution: int, fill: int = 127) -> np.ndarray:
+        """H x W x 3 uint8 -> resolution x resolution x 3; grey outside the image.
+
+        Big windows are first shrunk with area averaging, so a large object is not aliased.
+        """
+        h, w = image.shape[:2]
+        sx0, sy0 = max(self.x0, 0), max(self.y0, 0)
+        sx1, sy1 = min(self.x0 + self.size, w), min(self.y0 + self.size, h)
+        out = np.full((resolution, resolution, 3), fill, dtype=np.uint8)
+        if sx1 <= sx0 or sy1 <= sy0:
+            return out
+        r = resolution / self.size
+        if r < 1.0:  # area-average the visible region once, then place it by affine warp
+            part = image[sy0:sy1, sx0:sx1]
+            pw, ph = max(int(round(part.shape[1] * r)), 1), max(int(round(part.shape[0] * r)), 1)
+            part = cv2.resize(part, (pw, ph), interpolation=cv2.INTER_AREA)
+            m = np.array([[1.0, 0.0, (sx0 - self.x0) * r], [0.0, 1.0, (sy0 - self.y0) * r]])
+            return cv2.warpAffine(part, m, (resolution, resolution), dst=out, flags=cv2.INTER_LINEAR,
+                                  borderMode=cv2.BORDER_TRANSPARENT)
+        return cv2.warpAffine(image, self._affine(resolution), (resolution, resolution), dst=out,
+                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+
+    def crop_mask(self, mask: np.ndarray, resolution: int) -> np.ndarray:
+        """H x W bool -> resolution x resolution bool (nearest neighbour; empty outside)."""
+        small = cv2.warpAffine(mask.astype(np.uint8), self._affine(resolution), (resolution, resolution),
+                               flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return small.astype(bool)
+
+    def paste(self, crop: np.ndarray, height: int, width: int) -> np.ndarray:
+        """resolution x resolution map -> H x W (nearest neighbour); zero outside the window."""
+        is_bool = crop.dtype == bool
+        src = crop.astype(np.uint8) if is_bool else crop
+        inverse = cv2.invertAffineTransform(self._affine(crop.shape[0]))
+        big = cv2.warpAffine(src, inverse, (width, height), flags=cv2.INTER_NEAREST,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        return big.astype(bool) if is_bool else big

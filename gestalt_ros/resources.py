@@ -1,0 +1,32 @@
+"""Where the package's data folders (config/, model/, launch/) live.
+
+In a source checkout or an editable install they sit beside the Python package; after a
+wheel or colcon install, ``setup.py`` puts them under ``<prefix>/share/gestalt_ros``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+PACKAGE = "gestalt_ros"
+
+
+def share_dir(name: str) -> Path:
+    """Path of the data folder ``name`` ("config", "model" or "launch")."""
+    candidates = [Path(__file__).resolve().parent.parent / name, Path(sys.prefix) / "share" / PACKAGE / name]
+    try:  # a robot's ROS install knows the share directory of every package
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(PACKAGE)) / name)
+    except Exception:  # noqa: BLE001 - ament_index is optional and raises its own errors
+        pass
+    for path in candidates:
+        if path.is_dir():
+            return path
+    raise FileNotFoundError(f"gestalt_ros data folder {name!r} not found; looked in {[str(p) for p in candidates]}")
+
+
+def fastdds_profile() -> Path:
+    """The writer-side Fast DDS profile with a 16 MB shared-memory segment (large images)."""
+    return share_dir("config") / "fastdds_shm.xml"

@@ -1,0 +1,162 @@
+"""Train the embedded completion model on synthetic tabletop scenes.
+
+A run is fully described by a ``TrainConfig`` (a YAML file under ``config/``) and its seed;
+the output directory is a model directory the pipeline loads directly, with the config,
+data size and wall time recorded in ``gestalt.json`` under ``training``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from gestalt_ros.completion import CompletionModel, CompletionModelConfig, make_scheduler
+from gestalt_ros.data.datasets import CompletionDataset, CropSet, build_crops
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run."""
+
+    seed: int = 0
+    scenes: int = 4000
+    # Scene renders run in this many processes.
+    workers: int = 2
+    # Random scale/shift of the crop window, as a fraction (robustness to loose prompts).
+    crop_jitter: float = 0.1
+    batch_size: int = 16
+    steps: int = 4000
+    # Training stops early, and saves, once this much wall time has passed (0: no limit).
+    max_minutes: float = 55.0
+    learning_rate: float = 3e-4
+    warmup_steps: int = 200
+    ema_decay: float = 0.999
+    # Probability of dropping the condition (zeros), for classifier-free guidance.
+    condition_dropout: float = 0.1
+    threads: int = 2
+    device: str = "cpu"
+    model: CompletionModelConfig = field(default_factory=CompletionModelConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> TrainConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        model = CompletionModelConfig.from_dict(data.pop("model", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training keys {sorted(unknown)} in {path}; known: {sorted(known)}")
+        return cls(model=model, **data)
+
+
+def _regression_target(prediction_type: str, scheduler, target, noise, t) -> torch.Tensor:
+    """What the network is trained to output, for the scheduler's ``prediction_type``."""
+    if prediction_type == "sample":
+        return target
+    if prediction_type == "v_prediction":
+        return scheduler.get_velocity(target, noise, t)
+    return noise
+
+
+def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
+    """Training crops for ``cfg``; cached under ``cache_dir`` keyed by what decides them."""
+    from gestalt_ros.data.synthetic import TRAIN_OBJECTS
+
+    key = f"crops_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}.npz"
+    if cache_dir is not None and (cache_dir / key).is_file():
+        logger.info("using cached crops %s", cache_dir / key)
+        return CropSet.load(cache_dir / key)
+    crops = build_crops(
+        cfg.scenes, cfg.seed, TRAIN_OBJECTS, cfg.model.resolution, cfg.model.crop_scale, cfg.crop_jitter, cfg.workers
+    )
+    if cache_dir is not None:
+        crops.save(cache_dir / key)
+    return crops
+
+
+def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
+    """Train, save the EMA weights to ``out_dir``, and return the training summary."""
+    from diffusers.training_utils import EMAModel
+
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+    crops = load_or_build_crops(cfg, cache_dir)
+    if len(crops) == 0:
+        raise RuntimeError("the scene generator produced no usable training crops")
+    t_data = time.time() - t_start
+
+    device = torch.device(cfg.device)
+    model = CompletionModel(cfg.model).to(device).train()
+    scheduler = make_scheduler(cfg.model)
+    ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    loader = torch.utils.data.DataLoader(
+        CompletionDataset(crops),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+
+    losses: list[float] = []
+    step = 0
+    t_train = time.time()
+    bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=not progress)
+    while step < cfg.steps:
+        for target, condition in loader:
+            target, condition = target.to(device), condition.to(device)
+            keep = (torch.rand(target.shape[0], 1, 1, 1, device=device) >= cfg.condition_dropout).float()
+            noise = torch.randn_like(target)
+            t = torch.randint(0, cfg.model.num_train_timesteps, (target.shape[0],), device=device)
+            noisy = scheduler.add_noise(target, noise, t)
+            pred = model(noisy, condition * keep, t)
+            loss = torch.nn.functional.mse_loss(pred, _regression_target(cfg.model.prediction_type, scheduler, target, noise, t))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            lr_schedule.step()
+            ema.step(model.parameters())
+            losses.append(float(loss))
+            step += 1
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) / 60.0 > cfg.max_minutes
+            if step >= cfg.steps or out_of_time:
+                break
+        if cfg.max_minutes > 0 and (time.time() - t_start) / 60.0 > cfg.max_minutes:
+            logger.warning("stopping at step %d: max_minutes=%s reached", step, cfg.max_minutes)
+            break
+    bar.close()
+
+    ema.copy_to(model.parameters())
+    summary = {
+        "config": dataclasses.asdict(dataclasses.replace(cfg, model=None)),
+        "train_crops": len(crops),
+        "steps_done": step,
+        "final_loss_mean_last_100": float(np.mean(losses[-100:])),
+        "loss_first_100": float(np.mean(losses[:100])),
+        "minutes_data": round(t_data / 60.0, 2),
+        "minutes_train": round((time.time() - t_train) / 60.0, 2),
+        "minutes_total": round((time.time() - t_start) / 60.0, 2),
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, device {cfg.device}",
+        "torch": torch.__version__,
+    }
+    model.config = dataclasses.replace(cfg.model, training=summary)
+    model.cpu().save_pretrained(out_dir)
+    (Path(out_dir) / "loss_curve.json").write_text(json.dumps([round(v, 5) for v in losses[::10]]) + "\n")
+    return summary

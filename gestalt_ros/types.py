@@ -1,0 +1,94 @@
+"""Data passed between the stages.
+
+Conventions used everywhere in gestalt_ros:
+- images are H x W x 3 ``uint8`` RGB arrays, row-major (row = y, column = x);
+- masks are H x W ``bool`` arrays at the resolution of the image they belong to;
+- points are pixel coordinates (x = column, y = row), as rqt_image_view publishes clicks;
+- boxes are (x0, y0, x1, y1) pixel coordinates with x1/y1 exclusive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Union
+
+import numpy as np
+
+BBox = tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PointPrompt:
+    """A click on the object: x = column, y = row, in pixels."""
+
+    x: float
+    y: float
+
+
+@dataclass(frozen=True)
+class BoxPrompt:
+    """A box around the object's visible part: (x0, y0) and (x1, y1) are opposite corners."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+
+@dataclass(frozen=True, eq=False)
+class MaskPrompt:
+    """The visible part itself, H x W bool (or 0/255 uint8) at the image's resolution."""
+
+    mask: np.ndarray
+
+
+Prompt = Union[PointPrompt, BoxPrompt, MaskPrompt]
+
+
+@dataclass
+class ObjectResult:
+    """Everything the pipeline knows about one prompted object.
+
+    ``completion`` is the sample whose mask agrees best with the vote, ``completions`` all of
+    them; both are model-resolution crops (object on white) of the window ``crop_box``.
+    ``agreement`` is, per image pixel, the fraction of samples that saw object there.
+    """
+
+    visible_mask: np.ndarray
+    amodal_mask: np.ndarray
+    agreement: np.ndarray
+    completion: np.ndarray
+    completions: np.ndarray
+    label: str
+    score: float
+    top_k: list[tuple[str, float]]
+    visible_bbox: BBox
+    amodal_bbox: BBox
+    crop_box: BBox
+    occlusion_ratio: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-ready description (what the node publishes on ``objects``)."""
+        inside = self.agreement[self.amodal_mask]
+        return {
+            "label": self.label,
+            "score": round(float(self.score), 4),
+            "top_k": [[name, round(float(s), 4)] for name, s in self.top_k],
+            "visible_bbox": list(self.visible_bbox),
+            "amodal_bbox": list(self.amodal_bbox),
+            "occlusion_ratio": round(float(self.occlusion_ratio), 4),
+            "agreement": round(float(inside.mean()) if inside.size else 0.0, 4),
+            "visible_area": int(self.visible_mask.sum()),
+            "amodal_area": int(self.amodal_mask.sum()),
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def mask_bbox(mask: np.ndarray) -> BBox:
+    """Tight (x0, y0, x1, y1) box of a non-empty mask, x1/y1 exclusive."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        raise ValueError("mask is empty: it has no bounding box")
+    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1

@@ -1,0 +1,78 @@
+"""Prompt -> visible mask.
+
+The embedded segmenter is OpenCV's GrabCut, seeded by the prompt: a box initialises it
+directly; a click marks a small disc as certain object inside a window of probable
+object; a mask prompt is the answer already. GrabCut runs on a region around the prompt
+only, so its cost does not grow with the camera resolution.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from gestalt_ros.config import VisibleConfig
+from gestalt_ros.prompts import check_prompt
+from gestalt_ros.types import BoxPrompt, MaskPrompt, PointPrompt, Prompt
+
+
+class GrabCutSegmenter:
+    """Classical visible-part segmentation; needs no weights."""
+
+    def __init__(self, config: VisibleConfig | None = None) -> None:
+        self.config = config or VisibleConfig()
+
+    def __call__(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """H x W x 3 uint8 RGB + prompt -> H x W bool visible mask (never empty)."""
+        h, w = image.shape[:2]
+        prompt = check_prompt(prompt, h, w)
+        if isinstance(prompt, MaskPrompt):
+            return prompt.mask
+        if isinstance(prompt, BoxPrompt):
+            x0, y0 = int(np.floor(prompt.x0)), int(np.floor(prompt.y0))
+            x1, y1 = int(np.ceil(prompt.x1)), int(np.ceil(prompt.y1))
+            seed = np.full((h, w), cv2.GC_BGD, np.uint8)
+            seed[y0:y1, x0:x1] = cv2.GC_PR_FGD
+            anchor = ((x0 + x1) // 2, (y0 + y1) // 2)
+            margin = max(x1 - x0, y1 - y0) // 4 + 4
+            roi = (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
+            mask = self._grabcut(image, seed, roi)
+            return mask if mask.any() else _box_mask(h, w, (x0, y0, x1, y1))
+        assert isinstance(prompt, PointPrompt)
+        cx, cy = int(prompt.x), int(prompt.y)
+        half = max(int(self.config.click_window * min(h, w) / 2), 4)
+        # Outside the window is only probably background: the object may extend past it.
+        seed = np.full((h, w), cv2.GC_PR_BGD, np.uint8)
+        seed[max(cy - half, 0) : cy + half, max(cx - half, 0) : cx + half] = cv2.GC_PR_FGD
+        cv2.circle(seed, (cx, cy), max(half // 6, 1), int(cv2.GC_FGD), -1)
+        roi = (cx - 3 * half, cy - 3 * half, cx + 3 * half, cy + 3 * half)
+        # The certain disc stays object in GrabCut, so the component at the click is never empty.
+        return _component_at(self._grabcut(image, seed, roi), cx, cy)
+
+    def _grabcut(self, image: np.ndarray, seed: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
+        h, w = seed.shape
+        x0, y0 = max(roi[0], 0), max(roi[1], 0)
+        x1, y1 = min(roi[2], w), min(roi[3], h)
+        sub = np.ascontiguousarray(seed[y0:y1, x0:x1])
+        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+        region = np.ascontiguousarray(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2BGR))
+        if not ((sub == cv2.GC_BGD) | (sub == cv2.GC_PR_BGD)).any():
+            # GrabCut needs a background colour model; a window filling the region gets a border.
+            sub[[0, -1], :] = cv2.GC_PR_BGD
+            sub[:, [0, -1]] = cv2.GC_PR_BGD
+        cv2.grabCut(region, sub, None, bgd, fgd, self.config.iterations, cv2.GC_INIT_WITH_MASK)
+        out = np.zeros((h, w), bool)
+        out[y0:y1, x0:x1] = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
+        return out
+
+
+def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
+    """The connected component of ``mask`` containing (x, y)."""
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return labels == labels[y, x]
+
+
+def _box_mask(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
+    mask = np.zeros((h, w), bool)
+    mask[box[1] : box[3], box[0] : box[2]] = True
+    return mask

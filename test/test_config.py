@@ -1,0 +1,39 @@
+from pathlib import Path
+
+import pytest
+
+from gestalt_ros.config import ConfigError, GestaltConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_ros_yaml_matches_the_defaults():
+    committed = (ROOT / "config" / "gestalt.yaml").read_text()
+    assert committed == GestaltConfig().to_ros_yaml(), "regenerate: gestalt-ros config > config/gestalt.yaml"
+    assert GestaltConfig.from_yaml_file(str(ROOT / "config" / "gestalt.yaml")) == GestaltConfig()
+
+
+def test_flat_round_trip_and_types():
+    flat = GestaltConfig().to_flat()
+    assert flat["completion.num_samples"] == 4
+    assert GestaltConfig.from_flat(flat) == GestaltConfig()
+
+
+def test_overrides_are_typed():
+    cfg = GestaltConfig().with_overrides(["completion.num_samples=8", "amodal.union_visible=false", "amodal.vote_threshold=0.25"])
+    assert cfg.completion.num_samples == 8 and cfg.amodal.union_visible is False and cfg.amodal.vote_threshold == 0.25
+    assert GestaltConfig().completion.num_samples == 4, "overrides must not change the defaults"
+
+
+def test_unknown_key_suggests_the_closest():
+    with pytest.raises(ConfigError, match="did you mean 'completion.num_samples'"):
+        GestaltConfig().with_overrides(["completion.num_sample=3"])
+
+
+@pytest.mark.parametrize(
+    "item",
+    ["amodal.vote_threshold=1.5", "completion.num_samples=0", "ros.image_reliability=sometimes", "device=tpu", "completion.num_samples=2.5"],
+)
+def test_bad_values_are_rejected(item):
+    with pytest.raises(ConfigError):
+        GestaltConfig().with_overrides([item])

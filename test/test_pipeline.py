@@ -1,0 +1,76 @@
+import numpy as np
+import pytest
+
+from gestalt_ros.pipeline import GestaltPipeline
+from gestalt_ros.prompts import PromptError
+from gestalt_ros.types import BoxPrompt, MaskPrompt, PointPrompt
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_model_dir):
+    from gestalt_ros.config import GestaltConfig
+
+    cfg = GestaltConfig()
+    cfg.completion.weights = str(tiny_model_dir)
+    cfg.completion.num_samples = 3
+    cfg.completion.num_inference_steps = 2
+    return GestaltPipeline.from_config(cfg)
+
+
+@pytest.mark.parametrize("kind", ["mask", "point", "box"])
+def test_every_prompt_kind_gives_a_full_result(pipeline, scene_image, kind):
+    image, visible = scene_image
+    prompt = {"mask": MaskPrompt(visible), "point": PointPrompt(24, 24), "box": BoxPrompt(16, 10, 36, 38)}[kind]
+    r = pipeline(image, prompt)
+    h, w = image.shape[:2]
+    assert r.visible_mask.shape == r.amodal_mask.shape == r.agreement.shape == (h, w)
+    assert r.visible_mask.dtype == r.amodal_mask.dtype == bool
+    assert (r.amodal_mask >= r.visible_mask).all(), "union_visible: the visible part is in the whole"
+    assert r.completions.shape == (3, 16, 16, 3) and r.completion.shape == (16, 16, 3)
+    assert isinstance(r.label, str) and 0.0 <= r.score <= 1.0 and len(r.top_k) == 5
+    assert 0.0 <= r.occlusion_ratio <= 1.0
+    assert set(r.timings) == {"visible", "completion", "amodal", "recognition"}
+    summary = r.summary()
+    assert summary["amodal_area"] == int(r.amodal_mask.sum()) and summary["visible_bbox"] == list(r.visible_bbox)
+    if kind == "mask":
+        assert np.array_equal(r.visible_mask, visible)
+
+
+def test_same_seed_same_result(pipeline, scene_image):
+    image, visible = scene_image
+    a, b = pipeline(image, MaskPrompt(visible), seed=3), pipeline(image, MaskPrompt(visible), seed=3)
+    assert np.array_equal(a.amodal_mask, b.amodal_mask) and np.array_equal(a.completions, b.completions)
+
+
+def test_amodal_comes_from_the_vote(pipeline, scene_image):
+    """Without the union, the amodal mask is exactly the pasted vote of the samples."""
+    from dataclasses import replace
+
+    from gestalt_ros.amodal import foreground_masks, vote
+    from gestalt_ros.prompts import CropWindow
+
+    image, visible = scene_image
+    cfg = replace(pipeline.config, amodal=replace(pipeline.config.amodal, union_visible=False))
+    r = GestaltPipeline(pipeline.components, cfg)(image, MaskPrompt(visible))
+    voted, _ = vote(foreground_masks(r.completions, cfg.amodal.white_threshold), cfg.amodal.vote_threshold)
+    x0, y0, x1, _ = r.crop_box
+    assert np.array_equal(r.amodal_mask, CropWindow(x0, y0, x1 - x0).paste(voted, *image.shape[:2]))
+
+
+def test_bad_prompt_raises_prompt_error(pipeline, scene_image):
+    image, _ = scene_image
+    with pytest.raises(PromptError, match="outside"):
+        pipeline(image, PointPrompt(500, 5))
+
+
+def test_pipeline_imports_no_ros():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['rclpy'] = None\n"
+        "import gestalt_ros.pipeline, gestalt_ros.eval.runner, gestalt_ros.data.datasets, gestalt_ros.cli\n"
+        "print('ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "ok", out.stderr

@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from gestalt_ros.prompts import CropWindow, PromptError, check_image, check_prompt
+from gestalt_ros.types import BoxPrompt, MaskPrompt, PointPrompt, mask_bbox
+
+
+def test_check_prompt_accepts_and_normalises():
+    assert check_prompt(PointPrompt(3, 4), 10, 10) == PointPrompt(3, 4)
+    assert check_prompt(BoxPrompt(8, 9, 2, 1), 10, 10) == BoxPrompt(2, 1, 8, 9)
+    assert check_prompt(BoxPrompt(-5, -5, 4, 4), 10, 10) == BoxPrompt(0, 0, 4, 4)
+    mask = np.zeros((10, 10), np.uint8)
+    mask[2:4, 2:4] = 255
+    assert check_prompt(MaskPrompt(mask), 10, 10).mask.dtype == bool
+
+
+@pytest.mark.parametrize(
+    "prompt, message",
+    [
+        (PointPrompt(10, 3), "outside"),
+        (PointPrompt(-1, 3), "outside"),
+        (PointPrompt(float("nan"), 3), "not finite"),
+        (BoxPrompt(3, 3, 3.5, 8), "less than 2x2"),
+        (MaskPrompt(np.zeros((10, 10), bool)), "empty"),
+        (MaskPrompt(np.ones((5, 10), bool)), "shape"),
+    ],
+)
+def test_bad_prompts_say_why(prompt, message):
+    with pytest.raises(PromptError, match=message):
+        check_prompt(prompt, 10, 10)
+
+
+def test_check_image_rejects_bad_arrays():
+    with pytest.raises(ValueError, match="H x W x 3"):
+        check_image(np.zeros((4, 4), np.uint8))
+    with pytest.raises(ValueError, match="uint8"):
+        check_image(np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        check_image(np.zeros((0, 4, 3), np.uint8))
+
+
+def test_crop_window_is_centred_and_scaled():
+    mask = np.zeros((100, 120), bool)
+    mask[40:60, 50:70] = True
+    window = CropWindow.around(mask, 2.0)
+    assert window == CropWindow(40, 30, 40)
+    small = window.crop_mask(mask, 32)
+    assert mask_bbox(small) == (8, 8, 24, 24)
+
+
+def test_paste_inverts_crop_for_masks():
+    mask = np.zeros((90, 70), bool)
+    mask[10:50, 20:44] = True
+    window = CropWindow.around(mask, 1.5)
+    back = window.paste(window.crop_mask(mask, window.size), 90, 70)
+    assert np.array_equal(back, mask)
+
+
+def test_window_past_the_border_is_padded():
+    image = np.full((20, 20, 3), 9, np.uint8)
+    window = CropWindow(-20, -20, 40)
+    crop = window.crop_image(image, 8)
+    assert (crop[:4, :4] == 127).all() and (crop[5:, 5:] == 9).all()
+    pasted = window.paste(np.ones((8, 8), bool), 20, 20)
+    assert pasted.all()
