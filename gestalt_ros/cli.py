@@ -1,11 +1,11 @@
 """``gestalt-ros``: one command, a subcommand per job.
 
-  gestalt-ros demo --out DIR                 bag of synthetic scenes -> node -> bag + PNGs
-  gestalt-ros node [--ros-args ...]          the ROS 2 node (same as `ros2 run gestalt_ros gestalt_node`)
-  gestalt-ros train --config FILE --out DIR  train the embedded completion model
-  gestalt-ros eval --annotations FILE --images-root DIR --out DIR
-  gestalt-ros synth --out DIR --scenes N     write a synthetic amodal dataset (generic JSON + PNGs)
-  gestalt-ros config                         print the ROS parameter file with every default
+gestalt-ros demo --out DIR                 bag of synthetic scenes -> node -> bag + PNGs
+gestalt-ros node [--ros-args ...]          the ROS 2 node (same as `ros2 run gestalt_ros gestalt_node`)
+gestalt-ros train --config FILE --out DIR  train the embedded completion model
+gestalt-ros eval --annotations FILE --images-root DIR --out DIR
+gestalt-ros synth --out DIR --scenes N     write a synthetic amodal dataset (generic JSON + PNGs)
+gestalt-ros config                         print the ROS parameter file with every default
 """
 
 from __future__ import annotations
@@ -23,7 +23,11 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline")
     group.add_argument("--params", type=Path, help="ROS parameter file or plain YAML (default: built-in defaults)")
     group.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a parameter, e.g. completion.num_samples=8"
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter, e.g. completion.num_samples=8",
     )
 
 
@@ -148,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
         return _cmd_node(args, argv[i + 1 :])
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     return args.func(args)
 
 

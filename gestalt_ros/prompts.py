@@ -106,15 +106,28 @@ class CropWindow:
             pw, ph = max(int(round(part.shape[1] * r)), 1), max(int(round(part.shape[0] * r)), 1)
             part = cv2.resize(part, (pw, ph), interpolation=cv2.INTER_AREA)
             m = np.array([[1.0, 0.0, (sx0 - self.x0) * r], [0.0, 1.0, (sy0 - self.y0) * r]])
-            return cv2.warpAffine(part, m, (resolution, resolution), dst=out, flags=cv2.INTER_LINEAR,
-                                  borderMode=cv2.BORDER_TRANSPARENT)
-        return cv2.warpAffine(image, self._affine(resolution), (resolution, resolution), dst=out,
-                              flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT)
+            return cv2.warpAffine(
+                part, m, (resolution, resolution), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT
+            )
+        return cv2.warpAffine(
+            image,
+            self._affine(resolution),
+            (resolution, resolution),
+            dst=out,
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_TRANSPARENT,
+        )
 
     def crop_mask(self, mask: np.ndarray, resolution: int) -> np.ndarray:
         """H x W bool -> resolution x resolution bool (nearest neighbour; empty outside)."""
-        small = cv2.warpAffine(mask.astype(np.uint8), self._affine(resolution), (resolution, resolution),
-                               flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        small = cv2.warpAffine(
+            mask.astype(np.uint8),
+            self._affine(resolution),
+            (resolution, resolution),
+            flags=cv2.INTER_NEAREST,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         return small.astype(bool)
 
     def paste(self, crop: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -122,6 +135,7 @@ class CropWindow:
         is_bool = crop.dtype == bool
         src = crop.astype(np.uint8) if is_bool else crop
         inverse = cv2.invertAffineTransform(self._affine(crop.shape[0]))
-        big = cv2.warpAffine(src, inverse, (width, height), flags=cv2.INTER_NEAREST,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        big = cv2.warpAffine(
+            src, inverse, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+        )
         return big.astype(bool) if is_bool else big

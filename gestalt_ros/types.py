@@ -10,7 +10,6 @@ Conventions used everywhere in gestalt_ros:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 import numpy as np
 
@@ -42,7 +41,7 @@ class MaskPrompt:
     mask: np.ndarray
 
 
-Prompt = Union[PointPrompt, BoxPrompt, MaskPrompt]
+Prompt = PointPrompt | BoxPrompt | MaskPrompt
 
 
 @dataclass

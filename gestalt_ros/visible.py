@@ -33,7 +33,6 @@ class GrabCutSegmenter:
             x1, y1 = int(np.ceil(prompt.x1)), int(np.ceil(prompt.y1))
             seed = np.full((h, w), cv2.GC_BGD, np.uint8)
             seed[y0:y1, x0:x1] = cv2.GC_PR_FGD
-            anchor = ((x0 + x1) // 2, (y0 + y1) // 2)
             margin = max(x1 - x0, y1 - y0) // 4 + 4
             roi = (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
             mask = self._grabcut(image, seed, roi)

@@ -47,7 +47,14 @@ def test_samples_are_batched_seeded_and_distinct(sampler):
 def test_guidance_changes_the_output(sampler):
     crop, visible = _inputs()
     plain = sampler(crop, visible, num_samples=1, num_inference_steps=2, generator=torch.Generator().manual_seed(0))
-    guided = sampler(crop, visible, num_samples=1, num_inference_steps=2, guidance_scale=3.0, generator=torch.Generator().manual_seed(0))
+    guided = sampler(
+        crop,
+        visible,
+        num_samples=1,
+        num_inference_steps=2,
+        guidance_scale=3.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert not np.array_equal(plain, guided)
 
 

@@ -20,7 +20,9 @@ def test_flat_round_trip_and_types():
 
 
 def test_overrides_are_typed():
-    cfg = GestaltConfig().with_overrides(["completion.num_samples=8", "amodal.union_visible=false", "amodal.vote_threshold=0.25"])
+    cfg = GestaltConfig().with_overrides(
+        ["completion.num_samples=8", "amodal.union_visible=false", "amodal.vote_threshold=0.25"]
+    )
     assert cfg.completion.num_samples == 8 and cfg.amodal.union_visible is False and cfg.amodal.vote_threshold == 0.25
     assert GestaltConfig().completion.num_samples == 4, "overrides must not change the defaults"
 
@@ -32,7 +34,13 @@ def test_unknown_key_suggests_the_closest():
 
 @pytest.mark.parametrize(
     "item",
-    ["amodal.vote_threshold=1.5", "completion.num_samples=0", "ros.image_reliability=sometimes", "device=tpu", "completion.num_samples=2.5"],
+    [
+        "amodal.vote_threshold=1.5",
+        "completion.num_samples=0",
+        "ros.image_reliability=sometimes",
+        "device=tpu",
+        "completion.num_samples=2.5",
+    ],
 )
 def test_bad_values_are_rejected(item):
     with pytest.raises(ConfigError):

@@ -46,7 +46,9 @@ class CropSet:
 
     @classmethod
     def concatenate(cls, parts: Sequence[CropSet]) -> CropSet:
-        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in ("images", "visible", "targets", "occlusion")))
+        return cls(
+            *(np.concatenate([getattr(p, k) for p in parts]) for k in ("images", "visible", "targets", "occlusion"))
+        )
 
 
 def scene_crops(
@@ -56,18 +58,30 @@ def scene_crops(
     rng: np.random.Generator,
     jitter: float = 0.0,
     min_visible_px: int = 30,
+    keep_unoccluded: float = 1.0,
 ) -> CropSet:
     """Crops of every usable object of one ``synthetic.Scene``.
 
     Objects whose visible part is tiny, or whose amodal mask touches the frame (the truth is
     cut off there), are skipped. ``jitter`` randomly scales and shifts the window by up to
-    that fraction, so the model does not depend on a perfectly tight visible box.
+    that fraction, so the model does not depend on a perfectly tight visible box. Objects
+    hidden by less than 5% are kept with probability ``keep_unoccluded``: enough of them to
+    learn not to invent parts, few enough that completing hidden parts dominates training.
     """
     images, visible, targets, occlusion = [], [], [], []
     h, w = scene.image.shape[:2]
     for obj in scene.objects:
         amodal = obj.amodal
-        if obj.visible.sum() < min_visible_px or amodal[0].any() or amodal[-1].any() or amodal[:, 0].any() or amodal[:, -1].any():
+        if (
+            obj.visible.sum() < min_visible_px
+            or amodal[0].any()
+            or amodal[-1].any()
+            or amodal[:, 0].any()
+            or amodal[:, -1].any()
+        ):
+            continue
+        ratio = 1.0 - obj.visible.sum() / max(amodal.sum(), 1)
+        if ratio < 0.05 and rng.random() >= keep_unoccluded:
             continue
         window = CropWindow.around(obj.visible, crop_scale * float(np.exp(rng.uniform(-jitter, jitter))))
         if jitter:
@@ -76,20 +90,25 @@ def scene_crops(
         images.append(window.crop_image(scene.image, resolution))
         visible.append(window.crop_mask(obj.visible, resolution))
         targets.append(window.crop_image(obj.whole, resolution, fill=255))
-        occlusion.append(1.0 - obj.visible.sum() / max(amodal.sum(), 1))
+        occlusion.append(ratio)
     if not images:
         r = resolution
-        return CropSet(np.zeros((0, r, r, 3), np.uint8), np.zeros((0, r, r), bool), np.zeros((0, r, r, 3), np.uint8), np.zeros(0, np.float32))
+        return CropSet(
+            np.zeros((0, r, r, 3), np.uint8),
+            np.zeros((0, r, r), bool),
+            np.zeros((0, r, r, 3), np.uint8),
+            np.zeros(0, np.float32),
+        )
     return CropSet(np.stack(images), np.stack(visible), np.stack(targets), np.asarray(occlusion, np.float32))
 
 
 def _render_chunk(args: tuple) -> CropSet:
     from gestalt_ros.data.synthetic import iter_scenes
 
-    seed, start, count, objects, resolution, crop_scale, jitter, ycb_root = args
+    seed, start, count, objects, resolution, crop_scale, jitter, keep_unoccluded, ycb_root = args
     rng = np.random.default_rng([seed, start])
     parts = [
-        scene_crops(scene, resolution, crop_scale, rng, jitter)
+        scene_crops(scene, resolution, crop_scale, rng, jitter, keep_unoccluded=keep_unoccluded)
         for scene in iter_scenes(count, seed, objects=objects, ycb_root=ycb_root, start=start)
     ]
     return CropSet.concatenate(parts)
@@ -102,6 +121,7 @@ def build_crops(
     resolution: int,
     crop_scale: float,
     jitter: float = 0.1,
+    keep_unoccluded: float = 1.0,
     workers: int = 2,
     ycb_root: Path | None = None,
     chunk: int = 50,
@@ -109,7 +129,17 @@ def build_crops(
 ) -> CropSet:
     """Render ``n_scenes`` scenes in ``workers`` processes and cut their crops (deterministic)."""
     jobs = [
-        (seed, start, min(chunk, n_scenes - start), tuple(objects), resolution, crop_scale, jitter, ycb_root)
+        (
+            seed,
+            start,
+            min(chunk, n_scenes - start),
+            tuple(objects),
+            resolution,
+            crop_scale,
+            jitter,
+            keep_unoccluded,
+            ycb_root,
+        )
         for start in range(0, n_scenes, chunk)
     ]
     parts: list[CropSet] = []

@@ -107,7 +107,13 @@ def _read_cocoa(file: Path, data: dict, images_root: Path, out: AnnotationSet) -
         except (KeyError, TypeError, ValueError, SyntaxError, IndexError) as err:
             out.issues.append(f"{where}: bad annotation ({err!r})")
             continue
-        obj = AnnotatedObject(image_path, f"{data.get('image_id', file.stem)}:{index}", region.get("name", "").strip() or None, visible, amodal)
+        obj = AnnotatedObject(
+            image_path,
+            f"{data.get('image_id', file.stem)}:{index}",
+            region.get("name", "").strip() or None,
+            visible,
+            amodal,
+        )
         _add(out, where, obj)
 
 

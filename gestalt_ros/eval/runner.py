@@ -64,12 +64,17 @@ def run_eval(
         for obj in group:
             bar.update(1)
             if obj.visible.shape != image.shape[:2]:
-                issues.append(f"{image_path}: object {obj.object_id} mask {obj.visible.shape} != image {image.shape[:2]}")
+                issues.append(
+                    f"{image_path}: object {obj.object_id} mask {obj.visible.shape} != image {image.shape[:2]}"
+                )
                 continue
             start = time.perf_counter()
             result = pipeline(image, MaskPrompt(obj.visible))
             seconds = time.perf_counter() - start
-            per_sample = [iou(m, obj.amodal) for m in sample_masks(result, config.amodal.union_visible, config.amodal.white_threshold)]
+            per_sample = [
+                iou(m, obj.amodal)
+                for m in sample_masks(result, config.amodal.union_visible, config.amodal.white_threshold)
+            ]
             rows.append(
                 {
                     "image": str(image_path),

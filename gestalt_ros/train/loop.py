@@ -36,6 +36,8 @@ class TrainConfig:
     workers: int = 2
     # Random scale/shift of the crop window, as a fraction (robustness to loose prompts).
     crop_jitter: float = 0.1
+    # Fraction of (almost) unoccluded objects kept as training examples.
+    keep_unoccluded: float = 0.3
     batch_size: int = 16
     steps: int = 4000
     # Training stops early, and saves, once this much wall time has passed (0: no limit).
@@ -73,12 +75,19 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
     """Training crops for ``cfg``; cached under ``cache_dir`` keyed by what decides them."""
     from gestalt_ros.data.synthetic import TRAIN_OBJECTS
 
-    key = f"crops_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}.npz"
+    key = f"crops_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}.npz"
     if cache_dir is not None and (cache_dir / key).is_file():
         logger.info("using cached crops %s", cache_dir / key)
         return CropSet.load(cache_dir / key)
     crops = build_crops(
-        cfg.scenes, cfg.seed, TRAIN_OBJECTS, cfg.model.resolution, cfg.model.crop_scale, cfg.crop_jitter, cfg.workers
+        cfg.scenes,
+        cfg.seed,
+        TRAIN_OBJECTS,
+        cfg.model.resolution,
+        cfg.model.crop_scale,
+        cfg.crop_jitter,
+        cfg.keep_unoccluded,
+        cfg.workers,
     )
     if cache_dir is not None:
         crops.save(cache_dir / key)
@@ -123,14 +132,16 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
             t = torch.randint(0, cfg.model.num_train_timesteps, (target.shape[0],), device=device)
             noisy = scheduler.add_noise(target, noise, t)
             pred = model(noisy, condition * keep, t)
-            loss = torch.nn.functional.mse_loss(pred, _regression_target(cfg.model.prediction_type, scheduler, target, noise, t))
+            loss = torch.nn.functional.mse_loss(
+                pred, _regression_target(cfg.model.prediction_type, scheduler, target, noise, t)
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             lr_schedule.step()
             ema.step(model.parameters())
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             bar.update(1)
             if step % 50 == 0:

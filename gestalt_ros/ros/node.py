@@ -1,0 +1,388 @@
+"""gestalt_node: prompts on camera images in, visible/amodal masks, completions and labels out.
+
+Callbacks stay cheap (convert, validate, cache, enqueue); the pipeline runs in one worker
+thread, so a slow diffusion step never blocks image intake. Every output carries the header
+of the image its prompt referred to, so consumers can synchronize and bag replay works.
+
+    gestalt_node --ros-args -p completion.num_samples:=2 -r image:=/camera/image_raw
+    python -m gestalt_ros.ros.node --ros-args --params-file config/gestalt.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import inspect
+import json
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PointStamped, PolygonStamped
+from rcl_interfaces.msg import ParameterDescriptor
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header, String
+
+from gestalt_ros.config import GestaltConfig
+from gestalt_ros.overlay import draw_overlay
+from gestalt_ros.pipeline import GestaltPipeline
+from gestalt_ros.prompts import PromptError, check_prompt
+from gestalt_ros.resources import fastdds_profile
+from gestalt_ros.ros import convert, topics
+from gestalt_ros.ros.qos import image_qos, reliable_qos
+from gestalt_ros.types import MaskPrompt, ObjectResult, Prompt
+
+NODE_NAME = "gestalt_node"
+PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
+STATUS_PERIOD_S = 1.0
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """``# comment`` lines right above each field of a config dataclass, joined per field."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):  # no source (frozen app): fall back to the docstring
+        return {}
+    comments: dict[str, str] = {}
+    pending: list[str] = []
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("#").strip())
+            continue
+        field_match = re.match(r"(\w+)\s*:", stripped)
+        if field_match and pending:
+            comments[field_match.group(1)] = " ".join(pending)
+        pending = []
+    return comments
+
+
+def parameter_descriptions() -> dict[str, str]:
+    """Every parameter's description, taken from config.py (field comment, else section docstring)."""
+    root = GestaltConfig()
+    descriptions: dict[str, str] = {}
+    for section in [
+        None,
+        *(f.name for f in dataclasses.fields(root) if dataclasses.is_dataclass(getattr(root, f.name))),
+    ]:
+        obj = root if section is None else getattr(root, section)
+        summary = (inspect.getdoc(type(obj)) or "").splitlines()[0]
+        comments = _field_comments(type(obj))
+        for f in dataclasses.fields(obj):
+            if dataclasses.is_dataclass(getattr(obj, f.name)):
+                continue
+            name = f.name if section is None else f"{section}.{f.name}"
+            descriptions[name] = comments.get(f.name, summary)
+    return descriptions
+
+
+class Counters:
+    """The node's bookkeeping, shared by callbacks and the worker; published as ``status`` JSON."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._images = {"received": 0, "rejected": collections.Counter()}
+        self._prompts = {
+            "received": 0,
+            "processed": 0,
+            "rejected": collections.Counter(),
+            "failed": 0,
+            "dropped": 0,
+            "fell_back_to_latest": 0,
+        }
+
+    def image(self, key: str, reason: str | None = None) -> None:
+        self._add(self._images, key, reason)
+
+    def prompt(self, key: str, reason: str | None = None) -> None:
+        self._add(self._prompts, key, reason)
+
+    def _add(self, group: dict, key: str, reason: str | None) -> None:
+        with self._lock:
+            if reason is None:
+                group[key] += 1
+            else:
+                group[key][reason] += 1
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            return {"images": _plain(self._images), "prompts": _plain(self._prompts)}
+
+
+def _plain(group: dict) -> dict:
+    return {key: dict(value) if isinstance(value, collections.Counter) else value for key, value in group.items()}
+
+
+@dataclass
+class _Job:
+    """One prompt with the frame it refers to, as the worker needs it."""
+
+    kind: str
+    prompt: Prompt
+    prompt_header: Header
+    image_header: Header
+    rgb: np.ndarray
+    fell_back: bool
+
+
+class GestaltNode(Node):
+    """Amodal segmentation node; parameters are exactly ``GestaltConfig().to_flat()``."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.config = self._declare_parameters()
+        ros = self.config.ros
+        self.pipeline = GestaltPipeline.from_config(self.config)
+        self.counters = Counters()
+        self._cache: collections.OrderedDict[tuple[int, int], tuple[Header, np.ndarray]] = collections.OrderedDict()
+        self._cache_lock = threading.Lock()
+        self._status_lock = threading.Lock()
+
+        out = reliable_qos()
+        self._pub_visible = self.create_publisher(Image, topics.VISIBLE_MASK, out)
+        self._pub_amodal = self.create_publisher(Image, topics.AMODAL_MASK, out)
+        self._pub_completion = self.create_publisher(Image, topics.COMPLETION, out)
+        self._pub_objects = self.create_publisher(String, topics.OBJECTS, out)
+        self._pub_overlay = self.create_publisher(Image, topics.OVERLAY, out) if ros.publish_overlay else None
+        self._pub_status = self.create_publisher(String, topics.STATUS, out)
+
+        self._jobs: collections.deque[_Job] = collections.deque()
+        self._jobs_cv = threading.Condition()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="gestalt_worker", daemon=True)
+        self._worker.start()
+
+        self.create_subscription(Image, topics.IMAGE, self._on_image, image_qos(ros))
+        self.create_subscription(PointStamped, topics.PROMPT_POINT, self._on_point, reliable_qos())
+        self.create_subscription(PolygonStamped, topics.PROMPT_BOX, self._on_box, reliable_qos())
+        self.create_subscription(Image, topics.PROMPT_MASK, self._on_mask, reliable_qos())
+        self.create_timer(STATUS_PERIOD_S, self._publish_status)
+        self.get_logger().info(
+            f"ready: backend={self.config.backend} device={self.config.device} "
+            f"image QoS={ros.image_reliability}/depth {ros.image_depth}, listening on "
+            f"{self.resolve_topic_name(topics.IMAGE)}"
+        )
+
+    def _declare_parameters(self) -> GestaltConfig:
+        """Declare every config key (read-only: the pipeline is built once) and read the values back."""
+        descriptions = parameter_descriptions()
+        defaults = GestaltConfig().to_flat()
+        for name, default in defaults.items():
+            self.declare_parameter(name, default, ParameterDescriptor(description=descriptions[name], read_only=True))
+        return GestaltConfig.from_flat({name: self.get_parameter(name).value for name in defaults})
+
+    # ----- callbacks: cheap, never run the pipeline -----
+    def _on_image(self, msg: Image) -> None:
+        self.counters.image("received")
+        try:
+            size = len(msg.data)
+            if size > self.config.ros.max_image_bytes:
+                raise convert.ImageError(
+                    f"image of {size} bytes ({msg.width}x{msg.height} {msg.encoding}) exceeds "
+                    f"ros.max_image_bytes={self.config.ros.max_image_bytes}",
+                    "too_large",
+                )
+            rgb = convert.image_to_rgb(msg)
+        except convert.ImageError as err:
+            self.counters.image("rejected", err.reason)
+            self.get_logger().error(
+                f"rejected image (frame_id {msg.header.frame_id!r}): {err}", throttle_duration_sec=1.0
+            )
+        else:
+            with self._cache_lock:
+                key = convert.stamp_key(msg.header)
+                self._cache[key] = (convert.copy_header(msg.header), rgb)
+                self._cache.move_to_end(key)
+                while len(self._cache) > self.config.ros.image_cache_size:
+                    self._cache.popitem(last=False)
+        self._publish_status()
+
+    def _on_point(self, msg: PointStamped) -> None:
+        self._on_prompt("point", msg.header, lambda: convert.point_to_prompt(msg))
+
+    def _on_box(self, msg: PolygonStamped) -> None:
+        self._on_prompt("box", msg.header, lambda: convert.polygon_to_box(msg))
+
+    def _on_mask(self, msg: Image) -> None:
+        self._on_prompt("mask", msg.header, lambda: MaskPrompt(convert.image_to_mask(msg)))
+
+    def _on_prompt(self, kind: str, header: Header, make_prompt: Callable[[], Prompt]) -> None:
+        """Convert, find the prompt's frame, check the prompt against it, and hand it to the worker."""
+        self.counters.prompt("received")
+        stamp = convert.stamp_key(header)
+        try:
+            prompt = make_prompt()
+            with self._cache_lock:
+                frame = self._cache.get(stamp)
+                fell_back = frame is None and bool(self._cache)
+                if fell_back:
+                    frame = self._cache[next(reversed(self._cache))]
+            if frame is None:
+                self.counters.prompt("rejected", "no_image")
+                self.get_logger().error(f"{kind} prompt stamped {stamp} arrived before any image; dropped")
+                return
+            image_header, rgb = frame
+            if fell_back:
+                self.counters.prompt("fell_back_to_latest")
+                self.get_logger().warning(
+                    f"{kind} prompt stamped {stamp}: no cached image with that stamp; using the latest "
+                    f"image, stamped {convert.stamp_key(image_header)}"
+                )
+            prompt = check_prompt(prompt, *rgb.shape[:2])
+        except convert.ImageError as err:
+            self.counters.prompt("rejected", f"mask_{err.reason}")
+            self.get_logger().error(f"rejected {kind} prompt stamped {stamp}: {err}")
+        except PromptError as err:
+            self.counters.prompt("rejected", "invalid_prompt")
+            self.get_logger().error(f"rejected {kind} prompt stamped {stamp}: {err}")
+        else:
+            self._enqueue(_Job(kind, prompt, convert.copy_header(header), image_header, rgb, fell_back))
+        finally:
+            self._publish_status()
+
+    def _enqueue(self, job: _Job) -> None:
+        with self._jobs_cv:
+            if len(self._jobs) >= self.config.ros.max_pending_prompts:
+                old = self._jobs.popleft()
+                self.counters.prompt("dropped")
+                self.get_logger().warning(
+                    f"{self.config.ros.max_pending_prompts} prompts pending (ros.max_pending_prompts): dropped "
+                    f"the oldest, a {old.kind} prompt stamped {convert.stamp_key(old.prompt_header)}"
+                )
+            self._jobs.append(job)
+            self._jobs_cv.notify()
+
+    # ----- worker -----
+    def _work(self) -> None:
+        """Run queued prompts until stopped; no exception from one prompt ends the loop."""
+        while True:
+            with self._jobs_cv:
+                self._jobs_cv.wait_for(lambda: self._jobs or self._stopping)
+                if self._stopping:
+                    return
+                job = self._jobs.popleft()
+            try:
+                self._publish_result(job, self.pipeline(job.rgb, job.prompt))
+                self.counters.prompt("processed")
+            except PromptError as err:
+                self.counters.prompt("rejected", "invalid_prompt")
+                self._log_error(f"rejected {job.kind} prompt: {err}")
+            except Exception as err:  # noqa: BLE001 - the worker must outlive any single failure
+                self.counters.prompt("failed")
+                self._log_error(f"{job.kind} prompt failed: {type(err).__name__}: {err}")
+            self._publish_status()
+
+    def _log_error(self, text: str) -> None:
+        """Log from the worker unless shutdown has begun (rosout is gone after Ctrl-C)."""
+        if not self._stopping and self.context.ok():
+            self.get_logger().error(text)
+
+    def _publish_result(self, job: _Job, result: ObjectResult) -> None:
+        header = job.image_header
+        self._pub_visible.publish(convert.mask_to_image(result.visible_mask, header))
+        self._pub_amodal.publish(convert.mask_to_image(result.amodal_mask, header))
+        self._pub_completion.publish(convert.rgb_to_image(result.completion, header))
+        prompt = {
+            "kind": job.kind,
+            "stamp": {"sec": job.prompt_header.stamp.sec, "nanosec": job.prompt_header.stamp.nanosec},
+        }
+        if not isinstance(job.prompt, MaskPrompt):
+            prompt.update(dataclasses.asdict(job.prompt))
+        summary = {
+            **result.summary(),
+            "prompt": prompt,
+            "image": {
+                "stamp": {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec},
+                "frame_id": header.frame_id,
+                "fell_back_to_latest": job.fell_back,
+            },
+        }
+        self._pub_objects.publish(String(data=json.dumps(summary)))
+        if self._pub_overlay is not None:
+            self._pub_overlay.publish(convert.rgb_to_image(draw_overlay(job.rgb, result), header))
+
+    def _publish_status(self) -> None:
+        status = self.counters.snapshot()
+        with self._jobs_cv:
+            status["prompts"]["pending"] = len(self._jobs)
+        with self._status_lock:
+            if self.context.ok():
+                self._pub_status.publish(String(data=json.dumps(status)))
+
+    # ----- shutdown -----
+    def stop_worker(self) -> None:
+        """Stop the worker after its current prompt; pending prompts are discarded."""
+        with self._jobs_cv:
+            self._stopping = True
+            self._jobs_cv.notify_all()
+        self._worker.join()
+
+    def destroy_node(self) -> None:
+        self.stop_worker()
+        super().destroy_node()
+
+
+def select_fastdds_profile() -> str:
+    """Point Fast DDS at the shipped writer profile unless the user chose one; returns a line for the log.
+
+    Must run before the first participant of the process exists: Fast DDS reads the file once.
+    """
+    chosen = os.environ.get(PROFILE_ENV)
+    if chosen:
+        return f"Fast DDS profile from {PROFILE_ENV}: {chosen}"
+    try:
+        path = fastdds_profile()
+    except FileNotFoundError as err:
+        return f"no Fast DDS profile ({err}); large outputs may not reach best-effort readers in other processes"
+    os.environ[PROFILE_ENV] = str(path)
+    return f"Fast DDS profile (shipped, 16 MB shared memory): {path}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    epilog = "parameters (set with --ros-args -p NAME:=VALUE or --params-file FILE):\n" + "\n".join(
+        f"  {name} = {value!r}" for name, value in GestaltConfig().to_flat().items()
+    )
+    return argparse.ArgumentParser(
+        prog=NODE_NAME,
+        description="Amodal segmentation ROS 2 node (pix2gestalt): prompts in, masks, completions, labels out.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the node until Ctrl-C; ``argv`` excludes the program name (default ``sys.argv[1:]``)."""
+    args = [NODE_NAME, *(sys.argv[1:] if argv is None else argv)]
+    _parser().parse_args(remove_ros_args(args)[1:])  # --help; rejects anything that is not a ROS argument
+    profile_note = select_fastdds_profile()
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = GestaltNode()
+        node.get_logger().info(f"{profile_note} (rmw: {rclpy.get_rmw_implementation_identifier()})")
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (OSError, ValueError) as err:
+        if node is not None:  # raised while serving: not a start-up problem
+            raise
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")  # bad parameters or model files
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

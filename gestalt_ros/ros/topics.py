@@ -1,0 +1,18 @@
+"""Every topic name of the node, in one place.
+
+Names are relative, so a namespace or a remap (``image:=/camera/image_raw``) moves them.
+"""
+
+# Inputs
+IMAGE = "image"
+PROMPT_POINT = "prompt/point"
+PROMPT_BOX = "prompt/box"
+PROMPT_MASK = "prompt/mask"
+
+# Outputs, each stamped with the header of the image the prompt referred to
+VISIBLE_MASK = "visible_mask"
+AMODAL_MASK = "amodal_mask"
+COMPLETION = "completion"
+OBJECTS = "objects"
+OVERLAY = "overlay"
+STATUS = "status"

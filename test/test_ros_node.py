@@ -1,0 +1,365 @@
+"""gestalt_node with real rclpy and the tiny pipeline: in one process, then across two.
+
+Fast DDS reads its profile file once per process, when the first participant is created, so
+this module sets the shipped writer profile at import (before any test creates one): the
+two-process test publishes a 640x480 rgb8 image best-effort, which is lost without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import py_compile
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Point32, PointStamped, PolygonStamped
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header, String
+
+from gestalt_ros.config import GestaltConfig
+from gestalt_ros.overlay import contact_row, draw_overlay
+from gestalt_ros.resources import fastdds_profile
+from gestalt_ros.ros import convert, topics
+from gestalt_ros.ros.node import PROFILE_ENV, GestaltNode, main, parameter_descriptions
+from gestalt_ros.ros.qos import reliable_qos
+
+os.environ.setdefault(PROFILE_ENV, str(fastdds_profile()))
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_OUTPUTS = (topics.VISIBLE_MASK, topics.AMODAL_MASK, topics.COMPLETION, topics.OVERLAY)
+BEST_EFFORT = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+
+
+def _header(sec: int, nanosec: int, frame_id: str) -> Header:
+    return Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+def _same_source(msg_header: Header, source: Header) -> bool:
+    return convert.stamp_key(msg_header) == convert.stamp_key(source) and msg_header.frame_id == source.frame_id
+
+
+class Peer:
+    """A node beside the one under test: publishes inputs, records outputs, spins both."""
+
+    def __init__(self, context: rclpy.Context, *nodes: rclpy.node.Node, output_qos: QoSProfile | None = None) -> None:
+        self.node = rclpy.create_node("gestalt_peer", context=context)
+        self.executor = SingleThreadedExecutor(context=context)
+        for node in (*nodes, self.node):
+            self.executor.add_node(node)
+        self.received: dict[str, list] = {name: [] for name in (*IMAGE_OUTPUTS, topics.OBJECTS, topics.STATUS)}
+        for name in IMAGE_OUTPUTS:
+            self.node.create_subscription(Image, name, self.received[name].append, output_qos or reliable_qos())
+        for name in (topics.OBJECTS, topics.STATUS):
+            self.node.create_subscription(String, name, self.received[name].append, reliable_qos())
+        self.image = self.node.create_publisher(Image, topics.IMAGE, BEST_EFFORT)
+        self.point = self.node.create_publisher(PointStamped, topics.PROMPT_POINT, reliable_qos())
+        self.box = self.node.create_publisher(PolygonStamped, topics.PROMPT_BOX, reliable_qos())
+        self.mask = self.node.create_publisher(Image, topics.PROMPT_MASK, reliable_qos())
+
+    def spin_until(self, done: Callable[[], bool], timeout: float = 10.0) -> bool:
+        end = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > end:
+                return False
+            self.executor.spin_once(timeout_sec=0.05)
+        return True
+
+    def connect(self, timeout: float = 10.0) -> None:
+        publishers = (self.image, self.point, self.box, self.mask)
+        assert self.spin_until(
+            lambda: all(p.get_subscription_count() > 0 for p in publishers) and self.status() is not None, timeout
+        ), "gestalt_node did not connect"
+
+    def status(self) -> dict | None:
+        messages = self.received[topics.STATUS]
+        return json.loads(messages[-1].data) if messages else None
+
+    def wait_status(self, check: Callable[[dict], bool], timeout: float = 10.0) -> dict:
+        assert self.spin_until(lambda: (s := self.status()) is not None and check(s), timeout), self.status()
+        return self.status()
+
+    def wait_outputs(self, count: int, timeout: float = 20.0) -> None:
+        assert self.spin_until(
+            lambda: all(len(v) >= count for k, v in self.received.items() if k != topics.STATUS), timeout
+        ), {k: len(v) for k, v in self.received.items()}
+
+    def objects(self) -> list[dict]:
+        return [json.loads(m.data) for m in self.received[topics.OBJECTS]]
+
+    # inputs
+    def send_image(self, rgb: np.ndarray, header: Header) -> None:
+        self.image.publish(convert.rgb_to_image(rgb, header))
+
+    def send_point(self, x: float, y: float, header: Header) -> None:
+        self.point.publish(PointStamped(header=header, point=Point(x=float(x), y=float(y))))
+
+    def send_box(self, corner_a: tuple[float, float], corner_b: tuple[float, float], header: Header) -> None:
+        msg = PolygonStamped(header=header)
+        msg.polygon.points = [Point32(x=float(x), y=float(y)) for x, y in (corner_a, corner_b)]
+        self.box.publish(msg)
+
+    def send_mask(self, mask: np.ndarray, header: Header) -> None:
+        self.mask.publish(convert.mask_to_image(mask, header))
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+
+
+@pytest.fixture()
+def context():
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    rclpy.try_shutdown(context=ctx)
+
+
+@pytest.fixture()
+def start(context, tiny_pipeline_config: GestaltConfig):
+    """``start(**overrides)`` -> (GestaltNode, Peer), connected; both destroyed afterwards."""
+    made: list = []
+
+    def _start(**overrides) -> tuple[GestaltNode, Peer]:
+        flat = {**tiny_pipeline_config.to_flat(), **overrides}
+        node = GestaltNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in flat.items()])
+        peer = Peer(context, node)
+        made.extend([peer, node])
+        peer.connect()
+        return node, peer
+
+    yield _start
+    for thing in made:
+        thing.close() if isinstance(thing, Peer) else thing.destroy_node()
+
+
+def test_parameters_are_the_config_with_descriptions(start) -> None:
+    node, _ = start(**{"completion.eta": 0.5, "ros.image_cache_size": 3})
+    flat = GestaltConfig().to_flat()
+    assert set(node.get_parameters_by_prefix("")) >= set(flat)
+    descriptions = parameter_descriptions()
+    assert set(descriptions) == set(flat) and all(descriptions.values())
+    assert "Fraction of samples" in descriptions["amodal.vote_threshold"]  # from the field's comment
+    described = node.describe_parameters(["amodal.vote_threshold"])[0]
+    assert described.description == descriptions["amodal.vote_threshold"] and described.read_only
+    assert (node.config.completion.eta, node.config.ros.image_cache_size) == (0.5, 3)
+
+
+def test_every_prompt_kind_answers_on_every_topic_with_its_image_header(start, scene_image) -> None:
+    image, visible = scene_image
+    _, peer = start()
+    sources = {kind: _header(i + 1, 100 * (i + 1), f"cam_{kind}") for i, kind in enumerate(("point", "box", "mask"))}
+    for i, header in enumerate(sources.values()):  # three different frames in the cache
+        peer.send_image(np.roll(image, i, axis=1), header)
+        peer.wait_status(lambda s, n=i + 1: s["images"]["received"] == n)  # image_depth 1: one at a time
+    peer.send_point(24, 24, sources["point"])
+    peer.send_box((16, 12), (34, 37), sources["box"])
+    peer.send_mask(np.roll(visible, 2, axis=1), sources["mask"])
+    peer.wait_outputs(3)
+
+    for name in IMAGE_OUTPUTS:
+        frames = sorted(m.header.frame_id for m in peer.received[name])
+        assert frames == sorted(h.frame_id for h in sources.values()), name
+        for msg in peer.received[name]:
+            assert _same_source(msg.header, sources[msg.header.frame_id[4:]]), name
+    for name in (topics.VISIBLE_MASK, topics.AMODAL_MASK):
+        for msg in peer.received[name]:
+            assert (msg.encoding, msg.height, msg.width, msg.step) == ("mono8", 48, 64, 64)
+            values = np.frombuffer(msg.data, np.uint8)
+            assert set(np.unique(values)) == {0, 255}, name
+    for msg in peer.received[topics.OVERLAY]:
+        assert (msg.encoding, msg.height, msg.width) == ("rgb8", 48, 64)
+    assert all(m.encoding == "rgb8" for m in peer.received[topics.COMPLETION])
+    for obj in peer.objects():
+        kind = obj["prompt"]["kind"]
+        assert obj["image"]["frame_id"] == f"cam_{kind}" and not obj["image"]["fell_back_to_latest"]
+        assert obj["prompt"]["stamp"] == {"sec": sources[kind].stamp.sec, "nanosec": sources[kind].stamp.nanosec}
+        assert isinstance(obj["label"], str) and 0.0 <= obj["score"] <= 1.0 and obj["amodal_area"] > 0
+    status = peer.wait_status(lambda s: s["prompts"]["processed"] == 3)
+    assert status["prompts"]["rejected"] == {} and status["prompts"]["fell_back_to_latest"] == 0
+
+
+def test_bad_inputs_are_counted_and_the_node_keeps_serving(start, scene_image) -> None:
+    image, _ = scene_image
+    _, peer = start()
+    peer.send_point(10, 10, _header(1, 0, "cam"))  # before any image
+    peer.wait_status(lambda s: s["prompts"]["rejected"].get("no_image") == 1)
+
+    bgr16 = Image(header=_header(2, 0, "cam"), height=48, width=64, encoding="bgr16", step=64 * 6)
+    bgr16.data = bytes(64 * 6 * 48)
+    empty = Image(header=_header(3, 0, "cam"), height=0, width=0, encoding="rgb8", step=0)
+    short = convert.rgb_to_image(image, _header(4, 0, "cam"))
+    short.data = short.data[:-1]
+    good = _header(5, 0, "cam")
+    for n, msg in enumerate((bgr16, empty, short, convert.rgb_to_image(image, good)), start=1):
+        peer.image.publish(msg)
+        peer.wait_status(lambda s, n=n: s["images"]["received"] == n)
+
+    peer.send_point(100, 5, good)  # outside the 64x48 image
+    peer.send_box((10, 10), (10, 30), good)  # zero width
+    peer.send_mask(np.ones((10, 10), bool), good)  # wrong size
+    peer.send_point(24, 24, good)
+    peer.wait_outputs(1)
+    status = peer.wait_status(lambda s: s["prompts"]["processed"] == 1)
+    assert status["images"]["rejected"] == {"bad_encoding": 1, "empty": 1, "bad_length": 1}
+    assert status["prompts"]["rejected"] == {"no_image": 1, "invalid_prompt": 3}
+    assert status["prompts"]["received"] == 5 and status["prompts"]["failed"] == 0
+    assert all(_same_source(m.header, good) for m in peer.received[topics.AMODAL_MASK])
+
+
+def test_unknown_stamp_falls_back_to_latest_image_and_is_counted(start, scene_image) -> None:
+    image, _ = scene_image
+    _, peer = start()
+    latest = _header(2, 0, "latest")
+    for n, header in enumerate((_header(1, 0, "older"), latest), start=1):
+        peer.send_image(image, header)
+        peer.wait_status(lambda s, n=n: s["images"]["received"] == n)
+    peer.send_point(24, 24, _header(9, 9, "cam"))
+    peer.wait_outputs(1)
+    assert all(_same_source(peer.received[name][0].header, latest) for name in IMAGE_OUTPUTS)
+    assert peer.objects()[0]["image"]["fell_back_to_latest"]
+    assert peer.wait_status(lambda s: s["prompts"]["processed"] == 1)["prompts"]["fell_back_to_latest"] == 1
+
+
+def test_full_queue_drops_the_oldest_prompt(start, scene_image) -> None:
+    image, _ = scene_image
+    _, peer = start(**{"ros.max_pending_prompts": 1})
+    header = _header(1, 0, "cam")
+    peer.send_image(image, header)
+    peer.wait_status(lambda s: s["images"]["received"] == 1)
+    for _ in range(6):
+        peer.send_point(24, 24, header)
+    status = peer.wait_status(
+        lambda s: s["prompts"]["processed"] + s["prompts"]["dropped"] == 6 and s["prompts"]["pending"] == 0, timeout=20
+    )
+    assert status["prompts"]["dropped"] >= 1
+
+
+def test_overlay_pictures(tiny_pipeline_config: GestaltConfig, scene_image) -> None:
+    from gestalt_ros.pipeline import GestaltPipeline
+    from gestalt_ros.types import PointPrompt
+
+    image, _ = scene_image
+    result = GestaltPipeline.from_config(tiny_pipeline_config)(image, PointPrompt(24, 24))
+    overlay = draw_overlay(image, result)
+    assert overlay.shape == image.shape and overlay.dtype == np.uint8
+    assert not np.array_equal(overlay[result.visible_mask], image[result.visible_mask])
+    row = contact_row(image, result.visible_mask, result.amodal_mask, result.completion, result.summary())
+    assert row.dtype == np.uint8 and row.shape[0] == 160 and row.shape[1] > 4 * 160
+
+
+def test_main_help_lists_parameters_and_rejects_stray_arguments(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    assert "completion.num_samples = 4" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as info:
+        main(["--bogus"])
+    assert info.value.code == 2
+
+
+def test_two_processes_large_best_effort_image(tiny_pipeline_config: GestaltConfig, tmp_path: Path) -> None:
+    """The node in its own process; a 640x480 rgb8 frame goes best-effort, large outputs come back best-effort."""
+    params = tmp_path / "params.yaml"
+    params.write_text(tiny_pipeline_config.to_ros_yaml())
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop(PROFILE_ENV)  # main() must pick the shipped profile by itself
+    log_path = tmp_path / "node.log"
+    deadline = time.monotonic() + 60
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gestalt_ros.ros.node",
+                "--ros-args",
+                "--params-file",
+                str(params),
+                "-p",
+                "completion.num_samples:=2",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx)
+    peer = None
+    try:
+        peer = Peer(ctx, output_qos=BEST_EFFORT)
+        peer.connect(timeout=deadline - time.monotonic())
+        rng = np.random.default_rng(0)
+        frame = rng.integers(0, 60, (480, 640, 3), dtype=np.uint8)
+        frame[150:330, 220:420] = (220, 40, 40)
+        source = _header(1234, 5678, "camera_optical")
+        sent = 0
+        while peer.status()["images"]["received"] == 0 and time.monotonic() < deadline:
+            peer.send_image(frame, source)  # best-effort: resent until the node counts it
+            sent += 1
+            peer.spin_until(lambda: peer.status()["images"]["received"] > 0, timeout=1.0)
+        assert peer.status()["images"]["received"] > 0, "no 640x480 rgb8 frame reached the node"
+        peer.send_point(320, 240, source)
+        peer.wait_outputs(1, timeout=max(deadline - time.monotonic(), 1.0))
+        for name in IMAGE_OUTPUTS:
+            assert _same_source(peer.received[name][0].header, source), name
+        amodal = peer.received[topics.AMODAL_MASK][0]
+        assert (amodal.height, amodal.width, amodal.encoding) == (480, 640, "mono8")
+        assert len(peer.received[topics.OVERLAY][0].data) == 640 * 480 * 3  # needs the node's SHM profile
+        assert peer.objects()[0]["image"]["frame_id"] == "camera_optical"
+        assert sent <= 2, f"{sent} sends before the node received a frame"
+    finally:
+        if peer is not None:
+            peer.close()
+        rclpy.try_shutdown(context=ctx)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    output = log_path.read_text()
+    assert "shipped" in output and "fastdds_shm.xml" in output, output
+    assert proc.returncode == 0 and "Traceback" not in output, output
+
+
+def test_launch_file_compiles_and_names_the_node(tmp_path: Path) -> None:
+    path = ROOT / "launch" / "gestalt.launch.py"
+    py_compile.compile(str(path), cfile=str(tmp_path / "launch.pyc"), doraise=True)
+    text = path.read_text()
+    for needle in (
+        '"gestalt_node"',
+        '"gestalt_ros"',
+        '"gestalt.yaml"',
+        '"params_file"',
+        '"image_topic"',
+        '"namespace"',
+        '"device"',
+        "FASTDDS_DEFAULT_PROFILES_FILE",
+        '"fastdds_shm.xml"',
+    ):
+        assert needle in text, needle
+
+
+def test_launch_description_builds() -> None:
+    pytest.importorskip("launch")
+    pytest.importorskip("launch_ros")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gestalt_launch", ROOT / "launch" / "gestalt.launch.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names = [getattr(a, "name", None) for a in module.generate_launch_description().entities]
+    assert {"params_file", "namespace", "image_topic", "device"} <= set(names)

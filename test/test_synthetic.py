@@ -1,0 +1,143 @@
+"""Synthetic tabletop scenes: determinism, exact masks, and the dataset round trip."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from gestalt_ros.data.synthetic import (
+    HELDOUT_OBJECTS,
+    TRAIN_OBJECTS,
+    Scene,
+    SceneObject,
+    TabletopRenderer,
+    default_ycb_root,
+    iter_scenes,
+    write_amodal_dataset,
+)
+
+YCB_ROOT = default_ycb_root()
+pytestmark = pytest.mark.skipif(
+    not (YCB_ROOT / "YcbBanana" / "model.urdf").is_file(),
+    reason=f"YCB models not found at {YCB_ROOT} (the shared/ folder beside the checkout)",
+)
+SEEDS = range(6)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> TabletopRenderer:
+    with TabletopRenderer() as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def scenes(renderer: TabletopRenderer) -> list[Scene]:
+    return [renderer.render(seed) for seed in SEEDS]
+
+
+def test_object_lists_are_disjoint_and_on_disk() -> None:
+    assert len(TRAIN_OBJECTS) == 12 and len(HELDOUT_OBJECTS) == 4
+    assert not set(TRAIN_OBJECTS) & set(HELDOUT_OBJECTS)
+    for name in TRAIN_OBJECTS + HELDOUT_OBJECTS:
+        assert (YCB_ROOT / name / "model.urdf").is_file(), name
+
+
+def test_same_seed_same_arrays_across_renderers(renderer: TabletopRenderer, scenes: list[Scene]) -> None:
+    again = renderer.render(SEEDS[1])  # after other scenes were rendered in between
+    with TabletopRenderer() as other:  # a second client coexisting with the first
+        fresh = other.render(SEEDS[1])
+    for scene in (again, fresh):
+        np.testing.assert_array_equal(scene.image, scenes[1].image)
+        assert [o.name for o in scene.objects] == [o.name for o in scenes[1].objects]
+        for a, b in zip(scene.objects, scenes[1].objects):
+            np.testing.assert_array_equal(a.visible, b.visible)
+            np.testing.assert_array_equal(a.amodal, b.amodal)
+            np.testing.assert_array_equal(a.whole, b.whole)
+
+
+def test_different_seeds_differ(scenes: list[Scene]) -> None:
+    images = [s.image for s in scenes]
+    assert all(not np.array_equal(images[0], im) for im in images[1:])
+
+
+def test_images_and_masks_are_well_formed(scenes: list[Scene]) -> None:
+    size = 128
+    for scene in scenes:
+        assert scene.image.shape == (size, size, 3) and scene.image.dtype == np.uint8
+        assert scene.image.std() > 5, "a textured tabletop is not a flat image"
+        assert scene.objects
+        for obj in scene.objects:
+            assert obj.visible.dtype == bool and obj.amodal.shape == (size, size)
+            assert obj.amodal.any() and obj.depth > 0
+            assert not (obj.visible & ~obj.amodal).any(), "amodal must contain visible"
+        # Visible masks come from one segmentation buffer: no pixel belongs to two objects.
+        assert (np.sum([o.visible for o in scene.objects], axis=0) <= 1).all()
+
+
+def test_whole_is_object_on_white(scenes: list[Scene]) -> None:
+    for obj in (o for s in scenes for o in s.objects):
+        assert obj.whole.shape == obj.amodal.shape + (3,) and obj.whole.dtype == np.uint8
+        assert (obj.whole[~obj.amodal] == 255).all()
+        assert (obj.whole[obj.amodal] != 255).any()
+        assert obj.whole[obj.amodal].max() > 10, "an object rendered black (texture without UVs?)"
+
+
+def test_occlusion_happens_and_some_objects_stay_whole(scenes: list[Scene]) -> None:
+    ratios = [o.occlusion_ratio for s in scenes for o in s.objects]
+    assert max(ratios) > 0.1
+    assert min(ratios) < 0.01
+    assert any(o.is_occluder and o.name is None for s in scenes for o in s.objects)
+
+
+def test_occlusion_ratio_definition() -> None:
+    amodal = np.zeros((4, 4), bool)
+    amodal[:2] = True
+    visible = amodal.copy()
+    visible[0] = False
+    obj = SceneObject("x", visible, amodal, np.full((4, 4, 3), 255, np.uint8), False, 1.0)
+    assert obj.occlusion_ratio == pytest.approx(0.5)
+
+
+def test_iter_scenes_seed_sets_do_not_overlap() -> None:
+    a = [s.seed for s in iter_scenes(2, seed=0)]
+    b = [s.seed for s in iter_scenes(2, seed=1)]
+    assert len(set(a)) == 2 and not set(a) & set(b)
+
+
+def _decode(rle: dict) -> np.ndarray:
+    return mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}).astype(bool)
+
+
+def test_dataset_round_trip(tmp_path: Path, scenes: list[Scene]) -> None:
+    path = write_amodal_dataset(scenes, tmp_path, min_visible_px=30)
+    data = json.loads(path.read_text())
+    assert len(data["images"]) == len(scenes)
+    written = 0
+    for entry, scene in zip(data["images"], scenes):
+        assert (tmp_path / entry["file"]).is_file()
+        assert entry["width"] == entry["height"] == 128
+        orders = sorted(o["order"] for o in entry["objects"])
+        assert orders == list(range(len(orders)))
+        remaining = list(scene.objects)
+        for record in entry["objects"]:
+            visible, amodal = (
+                _decode(record["visible_rle"]),
+                _decode(record["amodal_rle"]),
+            )
+            match = next(o for o in remaining if np.array_equal(o.amodal, amodal))
+            remaining.remove(match)
+            np.testing.assert_array_equal(match.visible, visible)
+            assert record["name"] == match.name
+            assert record["occlusion_ratio"] == pytest.approx(match.occlusion_ratio, abs=1e-5)
+            assert visible.sum() >= 30
+            assert not (amodal[0].any() or amodal[-1].any() or amodal[:, 0].any() or amodal[:, -1].any())
+            written += 1
+        # Everything left out is truncated by the border or barely visible.
+        for obj in remaining:
+            border = obj.amodal[0].any() or obj.amodal[-1].any() or obj.amodal[:, 0].any() or obj.amodal[:, -1].any()
+            assert border or obj.visible.sum() < 30
+    assert written > 0

@@ -1,0 +1,52 @@
+import dataclasses
+
+import numpy as np
+from conftest import TINY_MODEL
+
+from gestalt_ros.completion import CompletionModel
+from gestalt_ros.config import GestaltConfig
+from gestalt_ros.data.datasets import CompletionDataset, build_crops
+from gestalt_ros.data.synthetic import TRAIN_OBJECTS
+from gestalt_ros.pipeline import GestaltPipeline
+from gestalt_ros.train.loop import TrainConfig, train
+from gestalt_ros.types import MaskPrompt
+
+
+def test_crops_are_cut_like_the_pipeline_and_deterministic(ycb_root):
+    a = build_crops(4, 5, TRAIN_OBJECTS, 32, 2.5, jitter=0.0, workers=1, ycb_root=ycb_root, progress=False)
+    b = build_crops(4, 5, TRAIN_OBJECTS, 32, 2.5, jitter=0.0, workers=2, ycb_root=ycb_root, chunk=2, progress=False)
+    assert len(a) > 0 and np.array_equal(a.images, b.images) and np.array_equal(a.targets, b.targets)
+    assert a.images.shape[1:] == (32, 32, 3) and a.visible.shape[1:] == (32, 32)
+    # targets are the whole object on white: white where no object, and the visible part is inside the object
+    grey = a.targets.mean(axis=-1)
+    assert (grey[~a.visible] > 200).mean() > 0.5
+    target, condition = CompletionDataset(a, flip=False)[0]
+    assert target.shape == (3, 32, 32) and condition.shape == (4, 32, 32)
+    assert -1.0 <= float(target.min()) and float(target.max()) <= 1.0
+
+
+def test_train_writes_a_model_the_pipeline_loads(tmp_path, ycb_root, scene_image):
+    cfg = TrainConfig(scenes=4, workers=1, steps=3, batch_size=2, warmup_steps=1, model=dataclasses.replace(TINY_MODEL))
+    summary = train(cfg, tmp_path / "model", cache_dir=tmp_path / "cache", progress=False)
+    assert summary["steps_done"] == 3 and summary["train_crops"] > 0
+    model = CompletionModel.from_pretrained(tmp_path / "model")
+    assert model.config.training["steps_done"] == 3, "provenance is stored with the weights"
+    assert list((tmp_path / "cache").glob("crops_*.npz")), "crops are cached for the next run"
+
+    pipe_cfg = GestaltConfig()
+    pipe_cfg.completion.weights = str(tmp_path / "model")
+    pipe_cfg.completion.num_samples = 2
+    pipe_cfg.completion.num_inference_steps = 2
+    image, visible = scene_image
+    result = GestaltPipeline.from_config(pipe_cfg)(image, MaskPrompt(visible))
+    assert result.amodal_mask.shape == visible.shape
+
+
+def test_committed_configs_parse():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "config"
+    cpu = TrainConfig.from_yaml(root / "train_cpu.yaml")
+    gpu = TrainConfig.from_yaml(root / "train_gpu.yaml")
+    assert cpu.device == "cpu" and 0 < cpu.max_minutes <= 60, "the CPU config must fit in an hour"
+    assert gpu.device == "cuda" and gpu.model.resolution == cpu.model.resolution
