@@ -85,6 +85,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from gestalt_ros.eval.bench import run_bench
+
+    print(json.dumps(run_bench(pipeline_config(args), objects=args.objects, warmup=args.warmup), indent=2))
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gestalt_ros.demo import run_demo
 
@@ -130,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("bench", help="seconds per object and peak memory on held-out synthetic objects")
+    p.add_argument("--objects", type=int, default=20, help="timed objects")
+    p.add_argument("--warmup", type=int, default=2, help="untimed objects first")
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("demo", help="bag of synthetic scenes -> node -> bag of outputs + PNG overlays")
     p.add_argument("--out", type=Path, required=True)

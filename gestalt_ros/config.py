@@ -26,7 +26,9 @@ class ConfigError(ValueError):
 class VisibleConfig:
     """Prompt -> visible mask (embedded default: OpenCV GrabCut seeded by the prompt)."""
 
+    # Segmenter that turns a click or box into the visible mask.
     method: str = "grabcut"
+    # GrabCut refinement iterations (more: slower, tighter masks).
     iterations: int = 5
     # A click seeds GrabCut with a square window of this fraction of min(H, W) around it.
     click_window: float = 0.25
@@ -43,11 +45,15 @@ class CompletionConfig:
 
     # Empty: the embedded model committed under model/. Otherwise a model directory.
     weights: str = ""
+    # Completions sampled per prompt, in one batch; their masks vote per pixel.
     num_samples: int = 4
+    # DDIM denoising steps per completion.
     num_inference_steps: int = 10
+    # Classifier-free guidance; 1 disables it (one forward pass per step instead of two).
     guidance_scale: float = 1.0
     # DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral.
     eta: float = 0.0
+    # Seed of the sampling noise: the same image, prompt and seed give the same masks on CPU.
     seed: int = 0
 
     def validate(self) -> None:
@@ -77,7 +83,9 @@ class AmodalConfig:
 class RecognitionConfig:
     """Label the completed object."""
 
+    # Classifier applied to the completion (ImageNet-1k labels).
     model: str = "efficientnet-lite0"
+    # Labels with scores reported per object.
     top_k: int = 5
 
     def validate(self) -> None:
@@ -89,7 +97,9 @@ class RecognitionConfig:
 class RosConfig:
     """Topics, QoS and bookkeeping of the ROS node (ignored by the pipeline)."""
 
+    # QoS reliability of the image subscription; best_effort also accepts reliable cameras.
     image_reliability: str = "best_effort"
+    # QoS history depth of the image subscription.
     image_depth: int = 1
     # Images kept so that a prompt can find the frame with its own stamp.
     image_cache_size: int = 30
@@ -97,6 +107,7 @@ class RosConfig:
     max_pending_prompts: int = 8
     # Frames larger than this are rejected (and counted) instead of processed.
     max_image_bytes: int = 50_000_000
+    # Publish a human-readable overlay image (visible, hidden part, outline, label).
     publish_overlay: bool = True
 
     def validate(self) -> None:
@@ -111,7 +122,9 @@ class RosConfig:
 class GestaltConfig:
     """The whole configuration: pipeline stages plus the ROS layer."""
 
+    # Stage implementations (see gestalt_ros/backends): "embedded" runs on a CPU out of the box.
     backend: str = "embedded"
+    # Torch device for the models: "cpu" or "cuda[:N]".
     device: str = "cpu"
     visible: VisibleConfig = field(default_factory=VisibleConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)

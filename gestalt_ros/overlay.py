@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from gestalt_ros.prompts import check_image
-from gestalt_ros.types import BBox, ObjectResult
+from gestalt_ros.types import BBox, ObjectResult, mask_bbox
 
 VISIBLE_RGB = (40, 200, 60)
 HIDDEN_RGB = (230, 40, 200)
@@ -128,3 +128,32 @@ def contact_row(
     for panel in panels[1:]:
         row += [gap, panel]
     return np.hstack(row)
+
+
+def eval_row(
+    image: np.ndarray, visible: np.ndarray, predicted: np.ndarray, truth: np.ndarray, caption: str
+) -> np.ndarray:
+    """input | visible | predicted amodal | ground-truth amodal, cropped around the object.
+
+    One row of the evaluation's contact sheet; ``MIN_PANEL_HEIGHT`` pixels high.
+    """
+    x0, y0, x1, y1 = mask_bbox(predicted | truth | visible)
+    margin = max(x1 - x0, y1 - y0) // 4 + 2
+    h, w = visible.shape
+    x0, y0, x1, y1 = max(x0 - margin, 0), max(y0 - margin, 0), min(x1 + margin, w), min(y1 + margin, h)
+    window = (slice(y0, y1), slice(x0, x1))
+    height = MIN_PANEL_HEIGHT
+    thickness, font = _scale(height, height)
+    panels = []
+    for name, picture in (
+        ("input", check_image(image)[window]),
+        ("visible", _mask_panel(visible[window], None)),
+        ("predicted", _mask_panel(visible[window], predicted[window])),
+        ("truth", _mask_panel(visible[window], truth[window])),
+    ):
+        panel = np.ascontiguousarray(_fit_height(picture, height))
+        _text(panel, name, (0, 0), font, thickness)
+        panels.append(panel)
+    row = np.hstack([np.pad(p, ((0, 0), (0, 2), (0, 0)), constant_values=128) for p in panels])
+    _text(row, caption, (0, height), font, thickness)
+    return row

@@ -41,6 +41,7 @@ def test_eval_on_generic_format(tmp_path, synthetic_set, tiny_pipeline_config):
     assert {"miou", "miou_occluded", "best_of_n_miou", "seconds_per_object"} <= set(metrics)
     assert set(metrics["baselines"]) == {"modal", "convex_hull"}
     assert "| modal |" in (out / "report.md").read_text()
+    assert (out / "contact_sheet.png").stat().st_size > 1000
 
 
 def test_bad_records_are_reported_and_skipped(tmp_path, synthetic_set, tiny_pipeline_config):
@@ -55,6 +56,23 @@ def test_bad_records_are_reported_and_skipped(tmp_path, synthetic_set, tiny_pipe
     assert metrics["n_issues"] == 2
     assert any("bad RLE" in i for i in metrics["issues"]) and any("missing.png" in i for i in metrics["issues"])
     assert metrics["n_objects"] > 0, "the rest of the run goes on"
+
+
+def test_eval_on_cocoa_scores_recognition(tmp_path, shared_cocoa, tiny_pipeline_config):
+    metrics = run_eval(tiny_pipeline_config, shared_cocoa / "5.json", shared_cocoa, tmp_path / "out", progress=False)
+    rec = metrics["recognition"]
+    assert rec["n_objects"] > 0, "elephants map to ImageNet classes"
+    # the visible crop of a real elephant photo is recognized by the real classifier
+    assert rec["visible_crop"]["top5"] > 50
+    assert 0 <= rec["completion"]["top1"] <= rec["completion"]["top5"] <= 100
+
+
+def test_bench_prints_numbers(ycb_root, tiny_pipeline_config):
+    from gestalt_ros.eval.bench import run_bench
+
+    out = run_bench(tiny_pipeline_config, objects=2, warmup=1, image_size=64)
+    assert out["objects"] == 2 and out["seconds_per_object_mean"] > 0 and out["peak_rss_mib"] > 0
+    assert set(out["stage_seconds_mean"]) == {"visible", "completion", "amodal", "recognition"}
 
 
 def test_cocoa_files_are_read(shared_cocoa):

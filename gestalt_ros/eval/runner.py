@@ -17,9 +17,11 @@ from tqdm.auto import tqdm
 
 from gestalt_ros.amodal import foreground_masks
 from gestalt_ros.config import GestaltConfig
-from gestalt_ros.eval.annotations import iter_images, load_annotations
+from gestalt_ros.eval.annotations import decode_rle, encode_rle, iter_images, load_annotations
 from gestalt_ros.eval.baselines import BASELINES
-from gestalt_ros.eval.metrics import iou, summarize
+from gestalt_ros.eval.label_map import imagenet_classes
+from gestalt_ros.eval.metrics import OCCLUDED_MIN_RATIO, iou, summarize
+from gestalt_ros.overlay import eval_row
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import CropWindow
 from gestalt_ros.types import MaskPrompt, ObjectResult
@@ -71,6 +73,7 @@ def run_eval(
             start = time.perf_counter()
             result = pipeline(image, MaskPrompt(obj.visible))
             seconds = time.perf_counter() - start
+            recognition = _recognition(pipeline, image, obj, result)
             per_sample = [
                 iou(m, obj.amodal)
                 for m in sample_masks(result, config.amodal.union_visible, config.amodal.white_threshold)
@@ -85,17 +88,60 @@ def run_eval(
                     "best_of_n_iou": max(per_sample),
                     "seconds": seconds,
                     "label": result.label,
+                    "recognition": recognition,
                     "baselines": {name: iou(fn(obj.visible), obj.amodal) for name, fn in BASELINES.items()},
+                    "_masks": {
+                        k: encode_rle(m)
+                        for k, m in (("visible", obj.visible), ("predicted", result.amodal_mask), ("truth", obj.amodal))
+                    },
                 }
             )
     bar.close()
     metrics = _metrics(rows, config, issues)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    if rows:
+        write_contact_sheet(rows, out_dir / "contact_sheet.png")
     with open(out_dir / "per_object.jsonl", "w") as fh:
         for row in rows:
-            fh.write(json.dumps(row) + "\n")
+            fh.write(json.dumps({k: v for k, v in row.items() if k != "_masks"}) + "\n")
     (out_dir / "report.md").write_text(_report(metrics))
     return metrics
+
+
+def _recognition(pipeline: GestaltPipeline, image: np.ndarray, obj, result: ObjectResult) -> dict | None:
+    """Is a correct class in the top 1 / top 5, on the completion and on the visible crop?
+
+    Only for objects whose name maps to ImageNet classes (``label_map``); the visible crop
+    is the image inside the visible box, occluder and background included, as a plain
+    classifier would see the object.
+    """
+    accepted = set(imagenet_classes(obj.name))
+    if not accepted:
+        return None
+    x0, y0, x1, y1 = result.visible_bbox
+    crop_top = pipeline.components.recognizer([image[y0:y1, x0:x1]])[0]
+    out = {"classes": sorted(accepted)}
+    for source, top in (("completion", result.top_k), ("visible_crop", crop_top)):
+        names = [name for name, _ in top]
+        out[source] = {"top1": names[0] in accepted, "top5": bool(accepted & set(names[:5]))}
+    return out
+
+
+def write_contact_sheet(rows: list[dict], path: Path, best: int = 4, worst: int = 8) -> None:
+    """The best and worst occluded objects (or all objects, if none is occluded), by IoU."""
+    pool = [r for r in rows if r["occlusion_ratio"] >= OCCLUDED_MIN_RATIO] or rows
+    ranked = sorted(pool, key=lambda r: r["iou"])
+    chosen = ranked[::-1][:best] + ranked[: min(worst, max(len(ranked) - best, 0))]
+    sheet = []
+    for rank, row in enumerate(chosen):
+        image = cv2.cvtColor(cv2.imread(row["image"], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        masks = {k: decode_rle(v) for k, v in row["_masks"].items()}
+        tag = "best" if rank < best else "worst"
+        caption = f"{tag}: {Path(row['image']).name} #{row['object']} {row['name'] or ''} IoU {row['iou']:.2f} (modal {row['baselines']['modal']:.2f})"
+        sheet.append(eval_row(image, masks["visible"], masks["predicted"], masks["truth"], caption))
+    width = max(r.shape[1] for r in sheet)
+    sheet = [np.pad(r, ((0, 4), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in sheet]
+    cv2.imwrite(str(path), cv2.cvtColor(np.vstack(sheet), cv2.COLOR_RGB2BGR))
 
 
 def _metrics(rows: list[dict], config: GestaltConfig, issues: list[str]) -> dict:
@@ -111,9 +157,16 @@ def _metrics(rows: list[dict], config: GestaltConfig, issues: list[str]) -> dict
         b["best_of_n_miou"] = b["miou"]  # deterministic: one answer
         b["seconds_per_object"] = 0.0
         baselines[name] = b
+    recognized = [r["recognition"] for r in rows if r.get("recognition")]
+    recognition = {
+        source: {k: round(100 * float(np.mean([r[source][k] for r in recognized])), 2) for k in ("top1", "top5")}
+        for source in ("completion", "visible_crop")
+        if recognized
+    }
     return {
         **ours,
         "baselines": baselines,
+        "recognition": {"n_objects": len(recognized), **recognition},
         "num_samples": config.completion.num_samples,
         "num_inference_steps": config.completion.num_inference_steps,
         "seed": config.completion.seed,
@@ -132,4 +185,10 @@ def _report(m: dict) -> str:
     for name, b in m["baselines"].items():
         lines.append(f"| {name} | {b['miou']} | {b['miou_occluded']} | {b['best_of_n_miou']} | - |")
     lines.append(f"\n{m['n_objects']} objects, {m['n_occluded']} occluded; {m['n_issues']} issues.\n")
+    rec = m["recognition"]
+    if rec["n_objects"]:
+        lines.append(f"Recognition ({rec['n_objects']} objects whose name maps to ImageNet classes), top-1 / top-5 %:")
+        lines.append(
+            f"completion {rec['completion']['top1']} / {rec['completion']['top5']}; visible crop {rec['visible_crop']['top1']} / {rec['visible_crop']['top5']}\n"
+        )
     return "\n".join(lines) + "\n"

@@ -1,0 +1,59 @@
+"""``gestalt-ros bench``: seconds per object and peak memory of a pipeline, printed.
+
+Speed targets are checked here, by numbers a person reads, not by timed unit tests.
+Objects are the visible masks of held-out synthetic scenes (rendered before timing starts),
+so the benchmark needs no data beyond the YCB meshes.
+"""
+
+from __future__ import annotations
+
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+
+from gestalt_ros.config import GestaltConfig
+from gestalt_ros.pipeline import GestaltPipeline
+from gestalt_ros.types import MaskPrompt
+
+
+def _objects(n: int, seed: int, image_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from gestalt_ros.data.synthetic import HELDOUT_OBJECTS, SceneConfig, iter_scenes
+
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for scene in iter_scenes(4 * n, seed, objects=HELDOUT_OBJECTS, config=SceneConfig(image_size=image_size)):
+        out += [(scene.image, o.visible) for o in scene.objects if o.visible.sum() >= 30]
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def run_bench(config: GestaltConfig, objects: int = 20, warmup: int = 2, seed: int = 3, image_size: int = 256) -> dict:
+    """Time ``objects`` mask-prompted objects after ``warmup`` untimed ones."""
+    data = _objects(objects + warmup, seed, image_size)
+    pipeline = GestaltPipeline.from_config(config)
+    for image, visible in data[:warmup]:
+        pipeline(image, MaskPrompt(visible))
+    stages: dict[str, list[float]] = {}
+    totals = []
+    for image, visible in data[warmup:]:
+        start = time.perf_counter()
+        result = pipeline(image, MaskPrompt(visible))
+        totals.append(time.perf_counter() - start)
+        for stage, seconds in result.timings.items():
+            stages.setdefault(stage, []).append(seconds)
+    return {
+        "objects": len(totals),
+        "seconds_per_object_mean": round(float(np.mean(totals)), 4),
+        "seconds_per_object_median": round(float(np.median(totals)), 4),
+        "stage_seconds_mean": {k: round(float(np.mean(v)), 4) for k, v in stages.items()},
+        # ru_maxrss is in KiB on Linux: the process's high-water mark, models and rendering included
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "num_samples": config.completion.num_samples,
+        "num_inference_steps": config.completion.num_inference_steps,
+        "device": config.device,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+    }
