@@ -45,3 +45,10 @@ def test_unknown_key_suggests_the_closest():
 def test_bad_values_are_rejected(item):
     with pytest.raises(ConfigError):
         GestaltConfig().with_overrides([item])
+
+
+def test_readme_documents_every_parameter_with_its_default():
+    readme = (ROOT / "README.md").read_text()
+    for key, value in GestaltConfig().to_flat().items():
+        shown = str(value).lower() if isinstance(value, bool) else ("''" if value == "" else str(value))
+        assert f"| `{key}` | `{shown}` |" in readme, f"README parameter table lacks {key} = {shown}"

@@ -81,37 +81,33 @@ def image_to_mask(msg: Image) -> np.ndarray:
     return _pixels(msg, 1)[:, :, 0] > 127
 
 
-def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
-    """H x W x 3 uint8 RGB -> rgb8 Image with a copy of ``header``."""
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected H x W x 3 uint8, got {rgb.shape} {rgb.dtype}")
-    height, width = rgb.shape[:2]
+def _image(pixels: np.ndarray, encoding: str, header: Header) -> Image:
+    """H x W (x C) uint8 pixels -> Image of ``encoding``, tightly packed, with a copy of ``header``."""
+    height, width = pixels.shape[:2]
+    channels = pixels.shape[2] if pixels.ndim == 3 else 1
     return Image(
         header=copy_header(header),
         height=height,
         width=width,
-        encoding="rgb8",
+        encoding=encoding,
         is_bigendian=0,
-        step=width * 3,
-        data=np.ascontiguousarray(rgb).tobytes(),
+        step=width * channels,
+        data=np.ascontiguousarray(pixels).tobytes(),
     )
+
+
+def rgb_to_image(rgb: np.ndarray, header: Header) -> Image:
+    """H x W x 3 uint8 RGB -> rgb8 Image with a copy of ``header``."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected H x W x 3 uint8, got {rgb.shape} {rgb.dtype}")
+    return _image(rgb, "rgb8", header)
 
 
 def mask_to_image(mask: np.ndarray, header: Header) -> Image:
     """H x W bool mask -> mono8 Image with only 0 and 255, with a copy of ``header``."""
     if mask.ndim != 2:
         raise ValueError(f"expected an H x W mask, got shape {mask.shape}")
-    height, width = mask.shape
-    data = np.where(mask.astype(bool), np.uint8(255), np.uint8(0))
-    return Image(
-        header=copy_header(header),
-        height=height,
-        width=width,
-        encoding="mono8",
-        is_bigendian=0,
-        step=width,
-        data=data.tobytes(),
-    )
+    return _image(np.where(mask.astype(bool), np.uint8(255), np.uint8(0)), "mono8", header)
 
 
 def point_to_prompt(msg: PointStamped) -> PointPrompt:
