@@ -6,6 +6,7 @@ not white; several samples vote per pixel, which removes the speckles of any one
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -33,3 +34,15 @@ def closest_sample(masks: np.ndarray, voted: np.ndarray) -> int:
     union = (masks | voted).sum(axis=(1, 2))
     iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
     return int(np.argmax(iou))
+
+
+def attached_to(voted: np.ndarray, visible: np.ndarray) -> np.ndarray:
+    """The parts of ``voted`` connected to the visible part (8-connectivity, one pixel of slack).
+
+    A whole object contains its visible part, so a blob of the vote that touches nothing
+    visible is a hallucination of the sampler, not hidden object.
+    """
+    _, labels = cv2.connectedComponents(voted.astype(np.uint8), connectivity=8)
+    near_visible = cv2.dilate(visible.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    touching = np.unique(labels[near_visible])
+    return np.isin(labels, touching[touching > 0])

@@ -73,6 +73,8 @@ class AmodalConfig:
     vote_threshold: float = 0.5
     # The visible part is always part of the whole object.
     union_visible: bool = True
+    # Drop blobs of the vote that do not touch the visible part (sampler hallucinations).
+    keep_attached: bool = True
 
     def validate(self) -> None:
         _check_range("amodal.white_threshold", self.white_threshold, 0, 255)

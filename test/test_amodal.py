@@ -1,6 +1,6 @@
 import numpy as np
 
-from gestalt_ros.amodal import closest_sample, foreground_masks, vote
+from gestalt_ros.amodal import attached_to, closest_sample, foreground_masks, vote
 from gestalt_ros.eval.baselines import convex_hull, modal
 
 
@@ -38,3 +38,16 @@ def test_baselines():
     hull = convex_hull(visible)
     assert hull[3, 3] and not hull[7, 7] and (hull >= visible).all()
     assert np.array_equal(modal(visible), visible)
+
+
+def test_blobs_away_from_the_visible_part_are_dropped():
+    visible = np.zeros((10, 10), bool)
+    visible[1:3, 1:3] = True
+    voted = np.zeros((10, 10), bool)
+    voted[2:5, 2:5] = True  # overlaps the visible part
+    voted[3, 5] = True  # touches that blob diagonally-adjacent: same component
+    voted[8:10, 8:10] = True  # far away
+    voted[0, 3] = True  # a separate blob one pixel from the visible part: kept (1 px slack)
+    kept = attached_to(voted, visible)
+    assert kept[3, 3] and kept[3, 5] and kept[0, 3] and not kept[8:, 8:].any()
+    assert not attached_to(voted, np.zeros_like(visible)).any()

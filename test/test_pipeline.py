@@ -50,7 +50,7 @@ def test_amodal_comes_from_the_vote(pipeline, scene_image):
     from gestalt_ros.prompts import CropWindow
 
     image, visible = scene_image
-    cfg = replace(pipeline.config, amodal=replace(pipeline.config.amodal, union_visible=False))
+    cfg = replace(pipeline.config, amodal=replace(pipeline.config.amodal, union_visible=False, keep_attached=False))
     r = GestaltPipeline(pipeline.components, cfg)(image, MaskPrompt(visible))
     voted, _ = vote(foreground_masks(r.completions, cfg.amodal.white_threshold), cfg.amodal.vote_threshold)
     x0, y0, x1, _ = r.crop_box

@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from gestalt_ros.amodal import foreground_masks
-from gestalt_ros.config import GestaltConfig
+from gestalt_ros.amodal import attached_to, foreground_masks
+from gestalt_ros.config import AmodalConfig, GestaltConfig
 from gestalt_ros.eval.annotations import decode_rle, encode_rle, iter_images, load_annotations
 from gestalt_ros.eval.baselines import BASELINES
 from gestalt_ros.eval.label_map import imagenet_classes
@@ -29,13 +29,19 @@ from gestalt_ros.types import MaskPrompt, ObjectResult
 logger = logging.getLogger(__name__)
 
 
-def sample_masks(result: ObjectResult, union_visible: bool, white_threshold: int) -> np.ndarray:
-    """Each completion's own amodal mask at image resolution: (N, H, W) bool (for best-of-N)."""
+def sample_masks(result: ObjectResult, cfg: AmodalConfig) -> np.ndarray:
+    """Each completion's own amodal mask at image resolution, post-processed like the vote:
+    (N, H, W) bool, for best-of-N."""
     x0, y0, x1, _ = result.crop_box
     window = CropWindow(x0, y0, x1 - x0)
     h, w = result.visible_mask.shape
-    masks = np.stack([window.paste(m, h, w) for m in foreground_masks(result.completions, white_threshold)])
-    return masks | result.visible_mask if union_visible else masks
+    masks = []
+    for small in foreground_masks(result.completions, cfg.white_threshold):
+        mask = window.paste(small, h, w)
+        if cfg.keep_attached:
+            mask = attached_to(mask, result.visible_mask)
+        masks.append(mask | result.visible_mask if cfg.union_visible else mask)
+    return np.stack(masks)
 
 
 def run_eval(
@@ -74,10 +80,7 @@ def run_eval(
             result = pipeline(image, MaskPrompt(obj.visible))
             seconds = time.perf_counter() - start
             recognition = _recognition(pipeline, image, obj, result)
-            per_sample = [
-                iou(m, obj.amodal)
-                for m in sample_masks(result, config.amodal.union_visible, config.amodal.white_threshold)
-            ]
+            per_sample = [iou(m, obj.amodal) for m in sample_masks(result, config.amodal)]
             rows.append(
                 {
                     "image": str(image_path),
