@@ -50,3 +50,23 @@ def test_committed_configs_parse():
     gpu = TrainConfig.from_yaml(root / "train_gpu.yaml")
     assert cpu.device == "cpu" and 0 < cpu.max_minutes <= 60, "the CPU config must fit in an hour"
     assert gpu.device == "cuda" and gpu.model.resolution == cpu.model.resolution
+
+
+def test_init_from_continues_and_checks_the_architecture(tmp_path, ycb_root):
+    import pytest
+    import torch
+
+    base = TrainConfig(
+        scenes=4, workers=1, steps=1, batch_size=2, warmup_steps=1, model=dataclasses.replace(TINY_MODEL)
+    )
+    train(base, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
+    first = CompletionModel.from_pretrained(tmp_path / "a").state_dict()
+    # zero learning rate: the continued model must start (and stay) exactly at the first one
+    cont = dataclasses.replace(base, init_from=str(tmp_path / "a"), learning_rate=0.0, ema_decay=0.0)
+    train(cont, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
+    second = CompletionModel.from_pretrained(tmp_path / "b").state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+
+    wider = dataclasses.replace(cont, model=dataclasses.replace(TINY_MODEL, block_out_channels=(16, 48)))
+    with pytest.raises(ValueError, match="architecture"):
+        train(wider, tmp_path / "c", cache_dir=tmp_path / "cache", progress=False)

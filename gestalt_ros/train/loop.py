@@ -49,6 +49,9 @@ class TrainConfig:
     condition_dropout: float = 0.1
     threads: int = 2
     device: str = "cpu"
+    # Start from this model directory's weights (same architecture) instead of random ones:
+    # a run can continue an earlier one, e.g. the CPU config in two sittings.
+    init_from: str = ""
     model: CompletionModelConfig = field(default_factory=CompletionModelConfig)
 
     @classmethod
@@ -107,7 +110,14 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     t_data = time.time() - t_start
 
     device = torch.device(cfg.device)
-    model = CompletionModel(cfg.model).to(device).train()
+    model = CompletionModel(cfg.model)
+    if cfg.init_from:
+        start = CompletionModel.from_pretrained(cfg.init_from)
+        if dataclasses.replace(start.config, training={}) != dataclasses.replace(cfg.model, training={}):
+            raise ValueError(f"init_from={cfg.init_from}: its architecture {start.config} differs from {cfg.model}")
+        model.load_state_dict(start.state_dict())
+        logger.info("starting from the weights in %s", cfg.init_from)
+    model = model.to(device).train()
     scheduler = make_scheduler(cfg.model)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
