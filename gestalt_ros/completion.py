@@ -41,6 +41,11 @@ class CompletionModelConfig:
     attention_head_dim: int = 32
     prediction_type: str = "sample"
     num_train_timesteps: int = 1000
+    # Rescale the betas to zero SNR at the last timestep. Needed in pixel space: with Stable
+    # Diffusion's schedule, the noisiest training input still carries the target's low
+    # frequencies, the model learns to read them, and at inference it reads the initial noise's
+    # instead (every sample then grows a seed-dependent blob). Zero SNR removes that leak.
+    rescale_betas_zero_snr: bool = False
     # Square crop side = crop_scale x the longer side of the visible box (see prompts.CropWindow).
     crop_scale: float = 2.5
     # Free-form provenance (training command, data size, time); written by the trainer.
@@ -116,6 +121,10 @@ class CompletionModel(nn.Module):
         return model.eval()
 
 
+# Fields that may differ between a model and a run continuing it (train.init_from).
+SCHEDULE_FIELDS = ("training", "rescale_betas_zero_snr")
+
+
 def make_scheduler(config: CompletionModelConfig):
     """DDIM with the trained noise schedule (scaled-linear betas as in Stable Diffusion)."""
     from diffusers import DDIMScheduler
@@ -126,6 +135,7 @@ def make_scheduler(config: CompletionModelConfig):
         beta_end=0.012,
         beta_schedule="scaled_linear",
         prediction_type=config.prediction_type,
+        rescale_betas_zero_snr=config.rescale_betas_zero_snr,
         clip_sample=True,
         clip_sample_range=1.0,
         set_alpha_to_one=False,
@@ -173,11 +183,32 @@ class CompletionSampler:
         if num_samples < 1 or steps < 1:
             raise ValueError(f"num_samples and num_inference_steps must be >= 1, got {num_samples}, {steps}")
 
-    def prepare_noise(self, num_samples: int, generator: torch.Generator | None) -> torch.Tensor:
+    def prepare_start(
+        self,
+        crop: np.ndarray,
+        visible: np.ndarray,
+        num_samples: int,
+        strength: float,
+        generator: torch.Generator | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The starting sample and the timesteps to run.
+
+        ``strength`` 1 starts from pure noise. Below 1, sampling starts part-way, from the
+        visible part on white noised to that level (as image-to-image pipelines do): the
+        coarse layout then comes from what the camera saw instead of from the noise.
+        """
         r = self.resolution
         # Drawn on the CPU so the same seed gives the same samples on any device.
-        noise = torch.randn((num_samples, 3, r, r), generator=generator, dtype=torch.float32)
-        return noise.to(self.device) * self.scheduler.init_noise_sigma
+        noise = torch.randn((num_samples, 3, r, r), generator=generator, dtype=torch.float32).to(self.device)
+        timesteps = self.scheduler.timesteps
+        if strength >= 1.0:
+            return noise * self.scheduler.init_noise_sigma, timesteps
+        keep = max(int(round(len(timesteps) * strength)), 1)
+        timesteps = timesteps[len(timesteps) - keep :]
+        start = np.where(visible[..., None], crop, np.uint8(255))
+        start_t = torch.from_numpy(start).permute(2, 0, 1).float().div(127.5).sub(1.0)[None].to(self.device)
+        start_t = start_t.expand(num_samples, -1, -1, -1)
+        return self.scheduler.add_noise(start_t, noise, timesteps[:1].repeat(num_samples)), timesteps
 
     @torch.no_grad()
     def __call__(
@@ -189,6 +220,7 @@ class CompletionSampler:
         guidance_scale: float = 1.0,
         eta: float = 0.0,
         generator: torch.Generator | None = None,
+        strength: float = 1.0,
     ) -> np.ndarray:
         """(h, w, 3) uint8 crop, (h, w) bool visible mask -> (N, h, w, 3) uint8 completions."""
         # 1. inputs
@@ -198,10 +230,9 @@ class CompletionSampler:
         guided = guidance_scale > 1.0
         if guided:
             condition = torch.cat([torch.zeros_like(condition), condition])
-        # 3. noise and timesteps
-        sample = self.prepare_noise(num_samples, generator)
+        # 3. timesteps and the starting sample
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        timesteps = self.scheduler.timesteps
+        sample, timesteps = self.prepare_start(crop, visible, num_samples, strength, generator)
         # 4. denoise
         if self.progress:
             from tqdm.auto import tqdm

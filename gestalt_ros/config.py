@@ -53,6 +53,8 @@ class CompletionConfig:
     guidance_scale: float = 1.0
     # DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral.
     eta: float = 0.0
+    # 1: start from pure noise. Below 1: start part-way from the visible part on white (img2img).
+    strength: float = 1.0
     # Seed of the sampling noise: the same image, prompt and seed give the same masks on CPU.
     seed: int = 0
 
@@ -61,6 +63,7 @@ class CompletionConfig:
         _check_range("completion.num_inference_steps", self.num_inference_steps, 1, 1000)
         _check_range("completion.guidance_scale", self.guidance_scale, 0.0, 50.0)
         _check_range("completion.eta", self.eta, 0.0, 1.0)
+        _check_range("completion.strength", self.strength, 0.05, 1.0)
 
 
 @dataclass

@@ -59,6 +59,7 @@ class GestaltPipeline:
                 guidance_scale=cfg.completion.guidance_scale,
                 eta=cfg.completion.eta,
                 generator=generator,
+                strength=cfg.completion.strength,
             )
 
         with _timed(timings, "amodal"):

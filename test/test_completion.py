@@ -69,3 +69,25 @@ def test_bad_inputs_are_rejected(sampler):
 def test_missing_model_directory_is_explained(tmp_path):
     with pytest.raises(FileNotFoundError, match="gestalt.json"):
         CompletionModel.from_pretrained(tmp_path)
+
+
+def test_strength_below_one_starts_from_the_visible_part(sampler):
+    """With almost no noise left to remove, the output stays near the visible part on white."""
+    crop, visible = _inputs()
+    out = sampler(
+        crop, visible, num_samples=2, num_inference_steps=10, strength=0.1, generator=torch.Generator().manual_seed(0)
+    )
+    full = sampler(crop, visible, num_samples=2, num_inference_steps=10, generator=torch.Generator().manual_seed(0))
+    start = np.where(visible[..., None], crop, 255).astype(float)
+    assert np.abs(out - start).mean() < np.abs(full - start).mean()
+
+
+def test_zero_terminal_snr_schedule():
+    from dataclasses import replace
+
+    from conftest import TINY_MODEL
+
+    from gestalt_ros.completion import make_scheduler
+
+    assert make_scheduler(TINY_MODEL).alphas_cumprod[-1] > 0
+    assert make_scheduler(replace(TINY_MODEL, rescale_betas_zero_snr=True)).alphas_cumprod[-1] == 0

@@ -20,7 +20,7 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from gestalt_ros.completion import CompletionModel, CompletionModelConfig, make_scheduler
+from gestalt_ros.completion import SCHEDULE_FIELDS, CompletionModel, CompletionModelConfig, make_scheduler
 from gestalt_ros.data.datasets import CompletionDataset, CropSet, build_crops
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,8 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     model = CompletionModel(cfg.model)
     if cfg.init_from:
         start = CompletionModel.from_pretrained(cfg.init_from)
-        if dataclasses.replace(start.config, training={}) != dataclasses.replace(cfg.model, training={}):
+        same = {f: getattr(cfg.model, f) for f in SCHEDULE_FIELDS}
+        if dataclasses.replace(start.config, **same) != cfg.model:
             raise ValueError(f"init_from={cfg.init_from}: its architecture {start.config} differs from {cfg.model}")
         model.load_state_dict(start.state_dict())
         logger.info("starting from the weights in %s", cfg.init_from)
