@@ -71,7 +71,7 @@ class AmodalConfig:
     """Completion images -> amodal mask."""
 
     # A completion pixel is object when its grey level is <= this (pix2gestalt uses 250).
-    white_threshold: int = 235
+    white_threshold: int = 200
     # Fraction of samples that must agree for a pixel to be in the amodal mask.
     vote_threshold: float = 0.5
     # The visible part is always part of the whole object.

@@ -66,6 +66,8 @@ def test_init_from_continues_and_checks_the_architecture(tmp_path, ycb_root):
     train(cont, tmp_path / "b", cache_dir=tmp_path / "cache", progress=False)
     second = CompletionModel.from_pretrained(tmp_path / "b").state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+    chain = CompletionModel.from_pretrained(tmp_path / "b").config.training
+    assert chain["init_from_training"]["steps_done"] == 1, "the continued model records where it started"
 
     wider = dataclasses.replace(cont, model=dataclasses.replace(TINY_MODEL, block_out_channels=(16, 48)))
     with pytest.raises(ValueError, match="architecture"):

@@ -111,12 +111,14 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
 
     device = torch.device(cfg.device)
     model = CompletionModel(cfg.model)
+    earlier: dict = {}
     if cfg.init_from:
         start = CompletionModel.from_pretrained(cfg.init_from)
         same = {f: getattr(cfg.model, f) for f in SCHEDULE_FIELDS}
         if dataclasses.replace(start.config, **same) != cfg.model:
             raise ValueError(f"init_from={cfg.init_from}: its architecture {start.config} differs from {cfg.model}")
         model.load_state_dict(start.state_dict())
+        earlier = start.config.training
         logger.info("starting from the weights in %s", cfg.init_from)
     model = model.to(device).train()
     scheduler = make_scheduler(cfg.model)
@@ -178,6 +180,8 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, device {cfg.device}",
         "torch": torch.__version__,
     }
+    if earlier:  # the provenance chain: what the starting weights came from
+        summary["init_from_training"] = earlier
     model.config = dataclasses.replace(cfg.model, training=summary)
     model.cpu().save_pretrained(out_dir)
     (Path(out_dir) / "loss_curve.json").write_text(json.dumps([round(v, 5) for v in losses[::10]]) + "\n")
