@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 NAMESPACE = "/camera"
 FRAME_ID = "camera_optical_frame"
-# Output topics recorded, relative to the node's namespace (see ros/topics.py).
+# One prompt of each kind per scene, in this order (the PNG names end with the kind).
 PROMPT_KINDS = ("point", "box", "mask")
 
 
@@ -183,7 +183,7 @@ def replay_through_node(
             pubs = {name: player.create_publisher(t, name, reliable_qos()) for name, t in inputs.items()}
             spin = threading.Thread(target=executor.spin, daemon=True)
             spin.start()
-            _wait_for_match(pubs, node, timeout_s=10.0)
+            _wait_for_match(pubs, timeout_s=10.0)
             with Reader(input_bag) as reader:
                 bar = tqdm(total=n_prompts, desc="replaying through gestalt_node", unit="prompt")
                 sent = 0
@@ -215,7 +215,8 @@ def _string_data(raw: bytes) -> str:
     return deserialize_message(raw, String).data
 
 
-def _wait_for_match(pubs: dict, node, timeout_s: float) -> None:
+def _wait_for_match(pubs: dict, timeout_s: float) -> None:
+    """Wait until the node subscribes to every replayed topic, so no first message is lost."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and any(p.get_subscription_count() == 0 for p in pubs.values()):
         time.sleep(0.05)
