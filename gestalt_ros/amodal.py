@@ -9,6 +9,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from gestalt_ros.config import AmodalConfig
+from gestalt_ros.prompts import CropWindow
+
 
 def foreground_masks(completions: np.ndarray, white_threshold: int) -> np.ndarray:
     """(N, h, w, 3) uint8 -> (N, h, w) bool: grey level <= ``white_threshold`` is object."""
@@ -46,3 +49,18 @@ def attached_to(voted: np.ndarray, visible: np.ndarray) -> np.ndarray:
     near_visible = cv2.dilate(visible.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     touching = np.unique(labels[near_visible])
     return np.isin(labels, touching[touching > 0])
+
+
+def to_frame(
+    crop_mask: np.ndarray, crop_visible: np.ndarray, visible: np.ndarray, window: CropWindow, cfg: AmodalConfig
+) -> np.ndarray:
+    """A crop-resolution amodal mask -> the frame's H x W, post-processed as ``cfg`` says.
+
+    Detached blobs are dropped at crop resolution, the mask is pasted back with nearest
+    neighbour, and the visible part is added. The vote and each single sample (best-of-N in
+    evaluation) go through this one function.
+    """
+    if cfg.keep_attached:
+        crop_mask = attached_to(crop_mask, crop_visible)
+    mask = window.paste(crop_mask, *visible.shape)
+    return mask | visible if cfg.union_visible else mask

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from gestalt_ros.amodal import attached_to, closest_sample, foreground_masks, vote
+from gestalt_ros.amodal import closest_sample, foreground_masks, to_frame, vote
 from gestalt_ros.backends import Components, build_components
 from gestalt_ros.config import GestaltConfig
 from gestalt_ros.prompts import CropWindow, check_image
@@ -66,11 +66,7 @@ class GestaltPipeline:
             masks = foreground_masks(completions, cfg.amodal.white_threshold)
             voted, agreement = vote(masks, cfg.amodal.vote_threshold)
             best = closest_sample(masks, voted)
-            if cfg.amodal.keep_attached:
-                voted = attached_to(voted, crop_visible)
-            amodal = window.paste(voted, height, width)
-            if cfg.amodal.union_visible:
-                amodal |= visible
+            amodal = to_frame(voted, crop_visible, visible, window, cfg.amodal)
             full_agreement = window.paste(agreement, height, width)
 
         with _timed(timings, "recognition"):
