@@ -1,7 +1,9 @@
 """Completions -> amodal mask.
 
 pix2gestalt synthesizes the whole object on white, so its extent is wherever a sample is
-not white; several samples vote per pixel, which removes the speckles of any one sample.
+not white. A model that also synthesizes alpha (RGBA) states the extent directly, and its
+alpha is thresholded instead. Several samples vote per pixel, which removes the speckles of
+any one sample.
 """
 
 from __future__ import annotations
@@ -13,12 +15,17 @@ from gestalt_ros.config import AmodalConfig
 from gestalt_ros.prompts import CropWindow
 
 
-def foreground_masks(completions: np.ndarray, white_threshold: int) -> np.ndarray:
-    """(N, h, w, 3) uint8 -> (N, h, w) bool: grey level <= ``white_threshold`` is object."""
-    if completions.ndim != 4 or completions.shape[-1] != 3:
-        raise ValueError(f"completions must be N x h x w x 3, got {completions.shape}")
+def foreground_masks(completions: np.ndarray, cfg: AmodalConfig) -> np.ndarray:
+    """(N, h, w, 3 or 4) uint8 -> (N, h, w) bool: each sample's object pixels.
+
+    RGBA: alpha >= ``cfg.alpha_threshold``. RGB: grey level <= ``cfg.white_threshold``.
+    """
+    if completions.ndim != 4 or completions.shape[-1] not in (3, 4):
+        raise ValueError(f"completions must be N x h x w x 3 (or 4 with alpha), got {completions.shape}")
+    if completions.shape[-1] == 4:
+        return completions[..., 3] >= cfg.alpha_threshold
     grey = completions.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    return grey <= white_threshold
+    return grey <= cfg.white_threshold
 
 
 def vote(masks: np.ndarray, vote_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:

@@ -48,8 +48,17 @@ class CompletionModelConfig:
     rescale_betas_zero_snr: bool = False
     # Square crop side = crop_scale x the longer side of the visible box (see prompts.CropWindow).
     crop_scale: float = 2.5
+    # Also synthesize the whole object's alpha (its amodal mask in the crop) as a 4th channel.
+    # The amodal stage then thresholds alpha, which the model learns directly from the exact
+    # synthetic masks, instead of the whiteness of the RGB (wrong for white object parts).
+    synthesize_alpha: bool = False
     # Free-form provenance (training command, data size, time); written by the trainer.
     training: dict = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        """Channels of the synthesized image: RGB, or RGBA with ``synthesize_alpha``."""
+        return 4 if self.synthesize_alpha else 3
 
     @classmethod
     def from_dict(cls, data: dict) -> CompletionModelConfig:
@@ -63,8 +72,9 @@ class CompletionModelConfig:
 class CompletionModel(nn.Module):
     """``UNet2DModel`` between pixel-unshuffle and pixel-shuffle.
 
-    Input channels: noisy whole-object image (3) + occluded crop (3) + visible mask (1),
-    all in [-1, 1]. Output: the model's prediction (``prediction_type``) of the 3 image channels.
+    Input channels: noisy whole-object image (3, or RGBA: 4) + occluded crop (3) + visible
+    mask (1), all in [-1, 1]. Output: the model's prediction (``prediction_type``) of the
+    image channels.
     """
 
     def __init__(self, config: CompletionModelConfig) -> None:
@@ -76,8 +86,8 @@ class CompletionModel(nn.Module):
         levels = range(len(config.block_out_channels))
         self.unet = UNet2DModel(
             sample_size=config.resolution // p,
-            in_channels=7 * p * p,
-            out_channels=3 * p * p,
+            in_channels=(config.channels + 4) * p * p,
+            out_channels=config.channels * p * p,
             block_out_channels=config.block_out_channels,
             layers_per_block=config.layers_per_block,
             down_block_types=tuple(
@@ -151,8 +161,16 @@ def encode_condition(crop: np.ndarray, visible: np.ndarray) -> torch.Tensor:
     return torch.cat([image, mask], dim=0)[None]
 
 
+def encode_target(whole: np.ndarray, alpha: np.ndarray | None) -> torch.Tensor:
+    """(h, w, 3) uint8 whole object on white (+ (h, w) bool alpha) -> (3 or 4, h, w) in [-1, 1]."""
+    target = torch.from_numpy(whole).permute(2, 0, 1).float() / 127.5 - 1.0
+    if alpha is None:
+        return target
+    return torch.cat([target, torch.from_numpy(alpha.astype(np.float32))[None] * 2.0 - 1.0])
+
+
 def decode_images(x: torch.Tensor) -> np.ndarray:
-    """(N, 3, h, w) in [-1, 1] -> (N, h, w, 3) uint8."""
+    """(N, C, h, w) in [-1, 1] -> (N, h, w, C) uint8 (C = 3, or 4 with alpha)."""
     x = ((x.clamp(-1, 1) + 1.0) * 127.5).round().to(torch.uint8)
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
@@ -199,15 +217,17 @@ class CompletionSampler:
         """
         r = self.resolution
         # Drawn on the CPU so the same seed gives the same samples on any device.
-        noise = torch.randn((num_samples, 3, r, r), generator=generator, dtype=torch.float32).to(self.device)
+        noise = torch.randn(
+            (num_samples, self.model.config.channels, r, r), generator=generator, dtype=torch.float32
+        ).to(self.device)
         timesteps = self.scheduler.timesteps
         if strength >= 1.0:
             return noise * self.scheduler.init_noise_sigma, timesteps
         keep = max(int(round(len(timesteps) * strength)), 1)
         timesteps = timesteps[len(timesteps) - keep :]
         start = np.where(visible[..., None], crop, np.uint8(255))
-        start_t = torch.from_numpy(start).permute(2, 0, 1).float().div(127.5).sub(1.0)[None].to(self.device)
-        start_t = start_t.expand(num_samples, -1, -1, -1)
+        alpha = visible if self.model.config.synthesize_alpha else None
+        start_t = encode_target(start, alpha)[None].to(self.device).expand(num_samples, -1, -1, -1)
         return self.scheduler.add_noise(start_t, noise, timesteps[:1].repeat(num_samples)), timesteps
 
     @torch.no_grad()
@@ -222,7 +242,10 @@ class CompletionSampler:
         generator: torch.Generator | None = None,
         strength: float = 1.0,
     ) -> np.ndarray:
-        """(h, w, 3) uint8 crop, (h, w) bool visible mask -> (N, h, w, 3) uint8 completions."""
+        """(h, w, 3) uint8 crop, (h, w) bool visible mask -> (N, h, w, C) uint8 completions.
+
+        C is 3 (whole object on white), or 4 when the model also synthesizes alpha.
+        """
         # 1. inputs
         self.check_inputs(crop, visible, num_samples, num_inference_steps)
         # 2. condition; the null condition for guidance is all zeros, as in pix2gestalt

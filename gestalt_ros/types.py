@@ -49,7 +49,8 @@ class ObjectResult:
     """Everything the pipeline knows about one prompted object.
 
     ``completion`` is the sample whose mask agrees best with the vote, ``completions`` all of
-    them; both are model-resolution crops (object on white) of the window ``crop_box``.
+    them; both are model-resolution RGB crops (object on white) of the window ``crop_box``,
+    and ``sample_masks`` (N, h, w) are each sample's object pixels in that crop.
     ``agreement`` is, per image pixel, the fraction of samples that saw object there.
     """
 
@@ -58,6 +59,7 @@ class ObjectResult:
     agreement: np.ndarray
     completion: np.ndarray
     completions: np.ndarray
+    sample_masks: np.ndarray
     label: str
     score: float
     top_k: list[tuple[str, float]]

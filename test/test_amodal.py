@@ -1,6 +1,7 @@
 import numpy as np
 
 from gestalt_ros.amodal import attached_to, closest_sample, foreground_masks, vote
+from gestalt_ros.config import AmodalConfig
 from gestalt_ros.eval.baselines import convex_hull, modal
 
 
@@ -8,9 +9,19 @@ def test_white_is_background_and_dark_is_object():
     completions = np.full((2, 4, 4, 3), 255, np.uint8)
     completions[0, 1, 1] = (240, 240, 240)
     completions[1, 2, 2] = (10, 200, 10)
-    masks = foreground_masks(completions, white_threshold=235)
+    masks = foreground_masks(completions, AmodalConfig(white_threshold=235))
     assert masks.sum() == 1 and masks[1, 2, 2]
-    assert foreground_masks(completions, white_threshold=245)[0, 1, 1]
+    assert foreground_masks(completions, AmodalConfig(white_threshold=245))[0, 1, 1]
+
+
+def test_alpha_decides_when_the_model_synthesizes_it():
+    """RGBA: a white object pixel with high alpha is object; a dark one with low alpha is not."""
+    rgba = np.zeros((1, 2, 2, 4), np.uint8)
+    rgba[0, 0, 0] = (255, 255, 255, 200)
+    rgba[0, 1, 1] = (0, 0, 0, 100)
+    masks = foreground_masks(rgba, AmodalConfig(white_threshold=200, alpha_threshold=128))
+    assert masks[0, 0, 0] and not masks[0, 1, 1] and masks.sum() == 1
+    assert foreground_masks(rgba, AmodalConfig(alpha_threshold=90))[0, 1, 1]
 
 
 def test_vote_is_a_strict_majority_with_agreement():

@@ -91,3 +91,25 @@ def test_zero_terminal_snr_schedule():
 
     assert make_scheduler(TINY_MODEL).alphas_cumprod[-1] > 0
     assert make_scheduler(replace(TINY_MODEL, rescale_betas_zero_snr=True)).alphas_cumprod[-1] == 0
+
+
+def test_an_rgba_model_synthesizes_alpha_from_the_visible_part(tmp_path):
+    """RGBA models return 4 channels; image-to-image starts their alpha at the visible mask."""
+    from dataclasses import replace
+
+    from conftest import TINY_MODEL
+
+    torch.manual_seed(0)
+    CompletionModel(replace(TINY_MODEL, synthesize_alpha=True)).save_pretrained(tmp_path)
+    rgba = CompletionSampler(CompletionModel.from_pretrained(tmp_path))
+    crop, visible = _inputs()
+    out = [
+        rgba(
+            crop, visible, num_samples=2, num_inference_steps=10, strength=s, generator=torch.Generator().manual_seed(0)
+        )
+        for s in (0.1, 1.0)
+    ]
+    assert out[0].shape == (2, 16, 16, 4)
+    start = visible * 255.0
+    near, far = (np.abs(o[..., 3] - start).mean() for o in out)
+    assert near < far

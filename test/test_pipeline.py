@@ -46,13 +46,13 @@ def test_amodal_comes_from_the_vote(pipeline, scene_image):
     """Without the union, the amodal mask is exactly the pasted vote of the samples."""
     from dataclasses import replace
 
-    from gestalt_ros.amodal import foreground_masks, vote
+    from gestalt_ros.amodal import vote
     from gestalt_ros.prompts import CropWindow
 
     image, visible = scene_image
     cfg = replace(pipeline.config, amodal=replace(pipeline.config.amodal, union_visible=False, keep_attached=False))
     r = GestaltPipeline(pipeline.components, cfg)(image, MaskPrompt(visible))
-    voted, _ = vote(foreground_masks(r.completions, cfg.amodal.white_threshold), cfg.amodal.vote_threshold)
+    voted, _ = vote(r.sample_masks, cfg.amodal.vote_threshold)
     x0, y0, x1, _ = r.crop_box
     assert np.array_equal(r.amodal_mask, CropWindow(x0, y0, x1 - x0).paste(voted, *image.shape[:2]))
 
@@ -74,3 +74,29 @@ def test_pipeline_imports_no_ros():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_an_rgba_model_is_thresholded_on_alpha_not_whiteness(tmp_path, tiny_pipeline_config, scene_image):
+    from dataclasses import replace
+
+    import torch
+    from conftest import TINY_MODEL
+
+    from gestalt_ros.completion import CompletionModel
+
+    torch.manual_seed(0)
+    CompletionModel(replace(TINY_MODEL, synthesize_alpha=True)).save_pretrained(tmp_path)
+    cfg = tiny_pipeline_config
+    cfg.completion.weights = str(tmp_path)
+    image, visible = scene_image
+    pipe = GestaltPipeline.from_config(cfg)
+
+    def masks(**amodal):
+        return GestaltPipeline(pipe.components, replace(cfg, amodal=replace(cfg.amodal, **amodal)))(
+            image, MaskPrompt(visible), seed=0
+        )
+
+    low, high = masks(alpha_threshold=1), masks(alpha_threshold=255)
+    assert low.completions.shape[-1] == 3, "alpha leaves the pipeline as masks, not as a 4th channel"
+    assert low.sample_masks.sum() > high.sample_masks.sum() and (low.sample_masks >= high.sample_masks).all()
+    assert np.array_equal(masks(alpha_threshold=1, white_threshold=0).sample_masks, low.sample_masks)

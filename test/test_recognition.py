@@ -35,3 +35,26 @@ def test_real_photo_is_recognized(recognizer):
     image = cv2.cvtColor(cv2.imread(str(photo)), cv2.COLOR_BGR2RGB)
     labels = [name for name, _ in recognizer([image])[0]]
     assert any("elephant" in name or name == "tusker" for name in labels), labels
+
+
+def test_whole_object_view_paints_only_the_hidden_part():
+    from gestalt_ros.prompts import CropWindow
+    from gestalt_ros.recognition import whole_object_view
+
+    image = np.zeros((40, 60, 3), np.uint8)
+    image[..., 0] = 200  # the camera sees red everywhere (object, occluder and background)
+    visible = np.zeros((40, 60), bool)
+    visible[10:20, 10:30] = True
+    amodal = visible.copy()
+    amodal[20:30, 10:30] = True  # hidden lower half
+    window = CropWindow.around(visible, 2.0)
+    completion = np.zeros((16, 16, 3), np.uint8)
+    completion[..., 2] = 250  # the model paints the whole object blue
+    view = whole_object_view(image, visible, amodal, completion, window)
+    assert view.shape == (20, 20, 3), "cut to the amodal box"
+    assert (view[:10, :, 0] == 200).all() and (view[:10, :, 2] == 0).all(), "visible: the camera's pixels"
+    assert (view[10:, :, 2] == 250).all() and (view[10:, :, 0] == 0).all(), "hidden: the synthesized pixels"
+    # outside the amodal mask, inside its box: the camera's pixels again
+    amodal[25:30, 20:30] = False
+    view = whole_object_view(image, visible, amodal, completion, window)
+    assert (view[15:, 10:, 0] == 200).all() and (view[15:, :10, 2] == 250).all()

@@ -31,7 +31,7 @@ def test_train_writes_a_model_the_pipeline_loads(tmp_path, ycb_root, scene_image
     assert summary["steps_done"] == 3 and summary["train_crops"] > 0
     model = CompletionModel.from_pretrained(tmp_path / "model")
     assert model.config.training["steps_done"] == 3, "provenance is stored with the weights"
-    assert list((tmp_path / "cache").glob("crops_*.npz")), "crops are cached for the next run"
+    assert list((tmp_path / "cache").glob("crops*.npz")), "crops are cached for the next run"
 
     pipe_cfg = GestaltConfig()
     pipe_cfg.completion.weights = str(tmp_path / "model")
@@ -72,3 +72,25 @@ def test_init_from_continues_and_checks_the_architecture(tmp_path, ycb_root):
     wider = dataclasses.replace(cont, model=dataclasses.replace(TINY_MODEL, block_out_channels=(16, 48)))
     with pytest.raises(ValueError, match="architecture"):
         train(wider, tmp_path / "c", cache_dir=tmp_path / "cache", progress=False)
+
+
+def test_an_rgb_model_seeds_an_rgba_model_without_changing_its_rgb():
+    """Widened for alpha, the model's RGB prediction is the RGB model's, whatever the alpha input."""
+    import pytest
+    import torch
+
+    from gestalt_ros.train.loop import load_start_weights
+
+    torch.manual_seed(0)
+    rgb = CompletionModel(dataclasses.replace(TINY_MODEL)).eval()
+    rgba = CompletionModel(dataclasses.replace(TINY_MODEL, synthesize_alpha=True)).eval()
+    load_start_weights(rgba, rgb)
+    r = TINY_MODEL.resolution
+    noisy, condition, t = torch.randn(2, 3, r, r), torch.randn(2, 4, r, r), torch.tensor([10, 900])
+    with torch.no_grad():
+        expected = rgb(noisy, condition, t)
+        got = rgba(torch.cat([noisy, torch.randn(2, 1, r, r)], dim=1), condition, t)
+    assert got.shape == (2, 4, r, r)
+    torch.testing.assert_close(got[:, :3], expected)
+    with pytest.raises(ValueError, match="architecture"):
+        load_start_weights(rgb, rgba)

@@ -1,7 +1,7 @@
 """Training crops for the completion model, cut exactly as the pipeline cuts them.
 
-Each example is (occluded crop, visible mask, whole object on white), all at the model's
-resolution, around the visible part with ``prompts.CropWindow``. Scenes come from the
+Each example is (occluded crop, visible mask, whole object on white, amodal mask), all at
+the model's resolution, around the visible part with ``prompts.CropWindow``. Scenes come from the
 pybullet generator; rendering runs in worker processes and the crops are cached as one
 ``.npz`` so a training run can be repeated without re-rendering.
 """
@@ -30,25 +30,26 @@ class CropSet:
     images: np.ndarray  # (N, r, r, 3) occluded crops
     visible: np.ndarray  # (N, r, r) bool
     targets: np.ndarray  # (N, r, r, 3) whole object on white
+    amodal: np.ndarray  # (N, r, r) bool, the exact whole silhouette (the alpha target)
     occlusion: np.ndarray  # (N,) float32, 1 - visible/amodal area in the full frame
+
+    FIELDS = ("images", "visible", "targets", "amodal", "occlusion")
 
     def __len__(self) -> int:
         return len(self.images)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, images=self.images, visible=self.visible, targets=self.targets, occlusion=self.occlusion)
+        np.savez(path, **{k: getattr(self, k) for k in self.FIELDS})
 
     @classmethod
     def load(cls, path: Path) -> CropSet:
         with np.load(path) as data:
-            return cls(data["images"], data["visible"], data["targets"], data["occlusion"])
+            return cls(*(data[k] for k in cls.FIELDS))
 
     @classmethod
     def concatenate(cls, parts: Sequence[CropSet]) -> CropSet:
-        return cls(
-            *(np.concatenate([getattr(p, k) for p in parts]) for k in ("images", "visible", "targets", "occlusion"))
-        )
+        return cls(*(np.concatenate([getattr(p, k) for p in parts]) for k in cls.FIELDS))
 
 
 def scene_crops(
@@ -68,7 +69,7 @@ def scene_crops(
     hidden by less than 5% are kept with probability ``keep_unoccluded``: enough of them to
     learn not to invent parts, few enough that completing hidden parts dominates training.
     """
-    images, visible, targets, occlusion = [], [], [], []
+    images, visible, targets, amodal_crops, occlusion = [], [], [], [], []
     h, w = scene.image.shape[:2]
     for obj in scene.objects:
         amodal = obj.amodal
@@ -90,6 +91,7 @@ def scene_crops(
         images.append(window.crop_image(scene.image, resolution))
         visible.append(window.crop_mask(obj.visible, resolution))
         targets.append(window.crop_image(obj.whole, resolution, fill=255))
+        amodal_crops.append(window.crop_mask(amodal, resolution))
         occlusion.append(ratio)
     if not images:
         r = resolution
@@ -97,9 +99,16 @@ def scene_crops(
             np.zeros((0, r, r, 3), np.uint8),
             np.zeros((0, r, r), bool),
             np.zeros((0, r, r, 3), np.uint8),
+            np.zeros((0, r, r), bool),
             np.zeros(0, np.float32),
         )
-    return CropSet(np.stack(images), np.stack(visible), np.stack(targets), np.asarray(occlusion, np.float32))
+    return CropSet(
+        np.stack(images),
+        np.stack(visible),
+        np.stack(targets),
+        np.stack(amodal_crops),
+        np.asarray(occlusion, np.float32),
+    )
 
 
 def _render_chunk(args: tuple) -> CropSet:
@@ -161,21 +170,22 @@ def build_crops(
 
 
 class CompletionDataset(torch.utils.data.Dataset):
-    """Tensors in [-1, 1]: (target (3,r,r), condition (4,r,r)); random horizontal flips."""
+    """Tensors in [-1, 1]: (target (3 or 4 with alpha, r, r), condition (4, r, r)); random flips."""
 
-    def __init__(self, crops: CropSet, flip: bool = True) -> None:
+    def __init__(self, crops: CropSet, flip: bool = True, alpha: bool = False) -> None:
         self.crops = crops
         self.flip = flip
+        self.alpha = alpha
 
     def __len__(self) -> int:
         return len(self.crops)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from gestalt_ros.completion import encode_condition
+        from gestalt_ros.completion import encode_condition, encode_target
 
-        image, visible, target = self.crops.images[i], self.crops.visible[i], self.crops.targets[i]
+        c = self.crops
+        arrays = [c.images[i], c.visible[i], c.targets[i], c.amodal[i]]
         if self.flip and torch.rand(()) < 0.5:
-            image, visible, target = image[:, ::-1], visible[:, ::-1], target[:, ::-1]
-        condition = encode_condition(np.ascontiguousarray(image), np.ascontiguousarray(visible))[0]
-        target_t = torch.from_numpy(np.ascontiguousarray(target)).permute(2, 0, 1).float() / 127.5 - 1.0
-        return target_t, condition
+            arrays = [a[:, ::-1] for a in arrays]
+        image, visible, target, amodal = (np.ascontiguousarray(a) for a in arrays)
+        return encode_target(target, amodal if self.alpha else None), encode_condition(image, visible)[0]

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from gestalt_ros.amodal import foreground_masks, to_frame
+from gestalt_ros.amodal import to_frame
 from gestalt_ros.config import AmodalConfig, GestaltConfig
 from gestalt_ros.eval.annotations import decode_rle, encode_rle, iter_images, load_annotations
 from gestalt_ros.eval.baselines import BASELINES
@@ -34,13 +34,8 @@ def sample_masks(result: ObjectResult, cfg: AmodalConfig) -> np.ndarray:
     (N, H, W) bool, for best-of-N."""
     x0, y0, x1, _ = result.crop_box
     window = CropWindow(x0, y0, x1 - x0)
-    crop_visible = window.crop_mask(result.visible_mask, result.completions.shape[1])
-    return np.stack(
-        [
-            to_frame(small, crop_visible, result.visible_mask, window, cfg)
-            for small in foreground_masks(result.completions, cfg.white_threshold)
-        ]
-    )
+    crop_visible = window.crop_mask(result.visible_mask, result.sample_masks.shape[1])
+    return np.stack([to_frame(small, crop_visible, result.visible_mask, window, cfg) for small in result.sample_masks])
 
 
 def run_eval(

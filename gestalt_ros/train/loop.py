@@ -25,6 +25,9 @@ from gestalt_ros.data.datasets import CompletionDataset, CropSet, build_crops
 
 logger = logging.getLogger(__name__)
 
+# Bumped whenever CropSet gains a field, so an older cache is not read as the new format.
+CROPS_FORMAT = 2
+
 
 @dataclass
 class TrainConfig:
@@ -74,11 +77,38 @@ def _regression_target(prediction_type: str, scheduler, target, noise, t) -> tor
     return noise
 
 
+def load_start_weights(model: CompletionModel, start: CompletionModel) -> None:
+    """Copy ``start``'s weights into ``model`` (same architecture up to the schedule fields).
+
+    An RGB start may also seed an RGBA model (``synthesize_alpha``): its UNet is reused as is,
+    the new noisy-alpha input starts with zero weights (ignored at first) and the new alpha
+    output channels keep their fresh initialisation, so the RGB behaviour carries over.
+    """
+    same = {f: getattr(model.config, f) for f in SCHEDULE_FIELDS + ("synthesize_alpha",)}
+    if dataclasses.replace(start.config, **same) != model.config or (
+        start.config.synthesize_alpha and not model.config.synthesize_alpha
+    ):
+        raise ValueError(f"init_from: its architecture {start.config} differs from {model.config}")
+    state = start.state_dict()
+    if start.config.synthesize_alpha == model.config.synthesize_alpha:
+        model.load_state_dict(state)
+        return
+    own = model.state_dict()
+    # Pixel-unshuffle keeps each image channel's p*p block together: RGB, [alpha], condition.
+    block = model.config.patch_size**2
+    w_in = state["unet.conv_in.weight"]
+    alpha_in = torch.zeros_like(w_in[:, :block])
+    state["unet.conv_in.weight"] = torch.cat([w_in[:, : 3 * block], alpha_in, w_in[:, 3 * block :]], dim=1)
+    for name in ("unet.conv_out.weight", "unet.conv_out.bias"):
+        state[name] = torch.cat([state[name], own[name][3 * block :]])
+    model.load_state_dict(state)
+
+
 def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
     """Training crops for ``cfg``; cached under ``cache_dir`` keyed by what decides them."""
     from gestalt_ros.data.synthetic import TRAIN_OBJECTS
 
-    key = f"crops_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}.npz"
+    key = f"crops{CROPS_FORMAT}_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}.npz"
     if cache_dir is not None and (cache_dir / key).is_file():
         logger.info("using cached crops %s", cache_dir / key)
         return CropSet.load(cache_dir / key)
@@ -114,10 +144,7 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     earlier: dict = {}
     if cfg.init_from:
         start = CompletionModel.from_pretrained(cfg.init_from)
-        same = {f: getattr(cfg.model, f) for f in SCHEDULE_FIELDS}
-        if dataclasses.replace(start.config, **same) != cfg.model:
-            raise ValueError(f"init_from={cfg.init_from}: its architecture {start.config} differs from {cfg.model}")
-        model.load_state_dict(start.state_dict())
+        load_start_weights(model, start)
         earlier = start.config.training
         logger.info("starting from the weights in %s", cfg.init_from)
     model = model.to(device).train()
@@ -126,7 +153,7 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
     loader = torch.utils.data.DataLoader(
-        CompletionDataset(crops),
+        CompletionDataset(crops, alpha=cfg.model.synthesize_alpha),
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=True,
