@@ -48,7 +48,7 @@ class CompletionConfig:
     # Completions sampled per prompt, in one batch; their masks vote per pixel.
     num_samples: int = 4
     # DDIM denoising steps per completion.
-    num_inference_steps: int = 10
+    num_inference_steps: int = 2
     # Classifier-free guidance; 1 disables it (one forward pass per step instead of two).
     guidance_scale: float = 1.0
     # DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral.

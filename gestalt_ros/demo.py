@@ -200,6 +200,10 @@ def replay_through_node(
                 bar.close()
             done.wait(timeout=timeout_s)
             time.sleep(1.2)  # one more status message after the last result
+            # Stop the callbacks (shutdown waits for a running one) before the bag closes: a
+            # status message written while the writer closes would corrupt its last chunk.
+            executor.shutdown()
+            spin.join(timeout=5.0)
     finally:
         executor.shutdown()
         node.destroy_node()
