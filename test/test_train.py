@@ -50,6 +50,24 @@ def test_committed_configs_parse():
     gpu = TrainConfig.from_yaml(root / "train_gpu.yaml")
     assert cpu.device == "cpu" and 0 < cpu.max_minutes <= 60, "the CPU config must fit in an hour"
     assert gpu.device == "cuda" and gpu.model.resolution == cpu.model.resolution
+    shapes = TrainConfig.from_yaml(root / "train_cpu_stage4.yaml")
+    assert shapes.scene_config().procedural_prob > 0 and shapes.max_minutes <= 65
+
+
+def test_scene_overrides_are_checked_and_key_the_crop_cache(tmp_path, ycb_root):
+    import pytest
+
+    from gestalt_ros.train.loop import load_or_build_crops
+
+    (tmp_path / "bad.yaml").write_text("scene:\n  procedural_probability: 0.5\n")
+    with pytest.raises(ValueError, match="procedural_probability"):
+        TrainConfig.from_yaml(tmp_path / "bad.yaml")
+    plain = TrainConfig(scenes=3, workers=1, model=dataclasses.replace(TINY_MODEL))
+    mixed = dataclasses.replace(plain, scene={"procedural_prob": 1.0})
+    a = load_or_build_crops(plain, tmp_path)
+    b = load_or_build_crops(mixed, tmp_path)
+    assert len(list(tmp_path.glob("crops*.npz"))) == 2, "the scene overrides are part of the cache key"
+    assert len(a) and len(b) and not np.array_equal(a.targets[:1], b.targets[:1])
 
 
 def test_init_from_continues_and_checks_the_architecture(tmp_path, ycb_root):

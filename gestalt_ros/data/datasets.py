@@ -13,12 +13,16 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from gestalt_ros.prompts import CropWindow
+
+if TYPE_CHECKING:
+    from gestalt_ros.data.synthetic import SceneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +118,11 @@ def scene_crops(
 def _render_chunk(args: tuple) -> CropSet:
     from gestalt_ros.data.synthetic import iter_scenes
 
-    seed, start, count, objects, resolution, crop_scale, jitter, keep_unoccluded, ycb_root = args
+    seed, start, count, objects, resolution, crop_scale, jitter, keep_unoccluded, ycb_root, scene_config = args
     rng = np.random.default_rng([seed, start])
     parts = [
         scene_crops(scene, resolution, crop_scale, rng, jitter, keep_unoccluded=keep_unoccluded)
-        for scene in iter_scenes(count, seed, objects=objects, ycb_root=ycb_root, start=start)
+        for scene in iter_scenes(count, seed, objects=objects, config=scene_config, ycb_root=ycb_root, start=start)
     ]
     return CropSet.concatenate(parts)
 
@@ -135,6 +139,7 @@ def build_crops(
     ycb_root: Path | None = None,
     chunk: int = 50,
     progress: bool = True,
+    scene_config: SceneConfig | None = None,
 ) -> CropSet:
     """Render ``n_scenes`` scenes in ``workers`` processes and cut their crops (deterministic)."""
     jobs = [
@@ -148,6 +153,7 @@ def build_crops(
             jitter,
             keep_unoccluded,
             ycb_root,
+            scene_config,
         )
         for start in range(0, n_scenes, chunk)
     ]

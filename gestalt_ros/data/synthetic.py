@@ -36,6 +36,7 @@ import pybullet as pb
 from pycocotools import mask as mask_utils
 
 import gestalt_ros
+from gestalt_ros.data.shapes import random_mesh
 
 if TYPE_CHECKING:
     from typing import Self
@@ -70,6 +71,8 @@ _NEAR = 0.02
 _TEXTURE_SIZE = 256
 _FILE_TEXTURE_SIZE = 512
 _TEXTURE_KINDS = ("solid", "noise", "stripes", "checker", "wood")
+# Object names of this prefix and a pool index are procedural shapes, not YCB folders.
+PROCEDURAL_PREFIX = "procedural:"
 
 
 def default_ycb_root() -> Path:
@@ -123,6 +126,14 @@ class SceneConfig:
     light_specular: tuple[float, float] = (0.0, 0.6)
     # Simplified meshes keep one vertex per cell of (largest extent / mesh_cells).
     mesh_cells: int = 32
+    # Each object slot holds a procedural shape (``shapes.random_mesh``) instead of a YCB
+    # object with this probability: training only, the evaluation sets keep YCB objects.
+    procedural_prob: float = 0.0
+    # Procedural shapes come from a pool of this many, each seeded by (procedural_seed, k).
+    n_procedural: int = 512
+    procedural_seed: int = 0
+    # A procedural shape wears a pool texture with this probability (else a flat colour).
+    procedural_texture_prob: float = 0.7
 
 
 @dataclass(eq=False)
@@ -379,7 +390,12 @@ class TabletopRenderer:
 
     def _mesh(self, name: str) -> _Mesh:
         if name not in self._meshes:
-            self._meshes[name] = _load_mesh(self.ycb_root, name, self.config.mesh_cells)
+            if name.startswith(PROCEDURAL_PREFIX):
+                k = int(name.removeprefix(PROCEDURAL_PREFIX))
+                vertices, uvs, indices = random_mesh(np.random.default_rng((self.config.procedural_seed, k)))
+                self._meshes[name] = _Mesh(vertices, uvs, indices, None)
+            else:
+                self._meshes[name] = _load_mesh(self.ycb_root, name, self.config.mesh_cells)
         return self._meshes[name]
 
     def _visual(self, name: str, scale: float) -> int:
@@ -508,6 +524,18 @@ class TabletopRenderer:
                 -1,
                 rgbaColor=tint,
                 textureUniqueId=self._file_texture(shape.texture),
+                physicsClientId=self._client,
+            )
+        elif (
+            shape.name is not None
+            and shape.name.startswith(PROCEDURAL_PREFIX)
+            and rng.uniform() < self.config.procedural_texture_prob
+        ):
+            pb.changeVisualShape(
+                uid,
+                -1,
+                rgbaColor=[*rng.uniform(0.7, 1.0, 3), 1.0],
+                textureUniqueId=self._procedural(int(rng.integers(self.config.n_textures))),
                 physicsClientId=self._client,
             )
         else:
@@ -726,6 +754,11 @@ class TabletopRenderer:
         order = rng.permutation(len(self.objects))
         names = [self.objects[i] for i in order[:count]]
         candidates = [self.objects[i] for i in order[count:]]
+        if cfg.procedural_prob > 0:  # no extra draws otherwise: YCB-only sets stay as they were
+            names = [
+                f"{PROCEDURAL_PREFIX}{rng.integers(cfg.n_procedural)}" if rng.uniform() < cfg.procedural_prob else n
+                for n in names
+            ]
         fov = rng.uniform(*cfg.fov_deg)
         width_frac = rng.uniform(*cfg.object_width_frac)
         bodies: list[_Body] = []

@@ -8,12 +8,14 @@ data size and wall time recorded in ``gestalt.json`` under ``training``.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +24,9 @@ from tqdm.auto import tqdm
 
 from gestalt_ros.completion import SCHEDULE_FIELDS, CompletionModel, CompletionModelConfig, make_scheduler
 from gestalt_ros.data.datasets import CompletionDataset, CropSet, build_crops
+
+if TYPE_CHECKING:
+    from gestalt_ros.data.synthetic import SceneConfig
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,9 @@ class TrainConfig:
     # Start from this model directory's weights (same architecture) instead of random ones:
     # a run can continue an earlier one, e.g. the CPU config in two sittings.
     init_from: str = ""
+    # Overrides of the scene generator's ``SceneConfig`` for the training scenes, e.g.
+    # ``procedural_prob`` to mix procedural shapes in with the YCB training objects.
+    scene: dict = field(default_factory=dict)
     model: CompletionModelConfig = field(default_factory=CompletionModelConfig)
 
     @classmethod
@@ -65,7 +73,19 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown training keys {sorted(unknown)} in {path}; known: {sorted(known)}")
-        return cls(model=model, **data)
+        cfg = cls(model=model, **data)
+        cfg.scene_config()  # unknown scene keys fail here, before any rendering
+        return cfg
+
+    def scene_config(self) -> SceneConfig:
+        """The training scenes' ``SceneConfig``."""
+        from gestalt_ros.data.synthetic import SceneConfig
+
+        known = {f.name for f in dataclasses.fields(SceneConfig)}
+        unknown = set(self.scene) - known
+        if unknown:
+            raise ValueError(f"unknown scene keys {sorted(unknown)}; known: {sorted(known)}")
+        return SceneConfig(**self.scene)
 
 
 def _regression_target(prediction_type: str, scheduler, target, noise, t) -> torch.Tensor:
@@ -108,7 +128,10 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
     """Training crops for ``cfg``; cached under ``cache_dir`` keyed by what decides them."""
     from gestalt_ros.data.synthetic import TRAIN_OBJECTS
 
-    key = f"crops{CROPS_FORMAT}_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}.npz"
+    key = f"crops{CROPS_FORMAT}_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}"
+    if cfg.scene:
+        key += "_scene" + hashlib.sha1(json.dumps(cfg.scene, sort_keys=True).encode()).hexdigest()[:10]
+    key += ".npz"
     if cache_dir is not None and (cache_dir / key).is_file():
         logger.info("using cached crops %s", cache_dir / key)
         return CropSet.load(cache_dir / key)
@@ -121,6 +144,7 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
         cfg.crop_jitter,
         cfg.keep_unoccluded,
         cfg.workers,
+        scene_config=cfg.scene_config(),
     )
     if cache_dir is not None:
         crops.save(cache_dir / key)
