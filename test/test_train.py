@@ -66,8 +66,10 @@ def test_scene_overrides_are_checked_and_key_the_crop_cache(tmp_path, ycb_root):
     mixed = dataclasses.replace(plain, scene={"procedural_prob": 1.0})
     a = load_or_build_crops(plain, tmp_path)
     b = load_or_build_crops(mixed, tmp_path)
-    assert len(list(tmp_path.glob("crops*.npz"))) == 2, "the scene overrides are part of the cache key"
+    c = load_or_build_crops(dataclasses.replace(plain, overlay_prob=1.0), tmp_path)
+    assert len(list(tmp_path.glob("crops*.npz"))) == 3, "scene overrides and overlay are part of the cache key"
     assert len(a) and len(b) and not np.array_equal(a.targets[:1], b.targets[:1])
+    assert len(c) > len(a), "whole objects add pasted-occluder copies"
 
 
 def test_init_from_continues_and_checks_the_architecture(tmp_path, ycb_root):
@@ -112,3 +114,31 @@ def test_an_rgb_model_seeds_an_rgba_model_without_changing_its_rgb():
     torch.testing.assert_close(got[:, :3], expected)
     with pytest.raises(ValueError, match="architecture"):
         load_start_weights(rgb, rgba)
+
+
+def test_paste_occluder_hides_part_of_the_target_and_changes_only_covered_pixels():
+    from gestalt_ros.data.datasets import paste_occluder
+    from gestalt_ros.data.synthetic import SceneObject
+
+    def disc(cy, cx, r, colour):
+        yy, xx = np.mgrid[:64, :64]
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        whole = np.full((64, 64, 3), 255, np.uint8)
+        whole[mask] = colour
+        return SceneObject("x", mask.copy(), mask, whole, False, 1.0)
+
+    target, occluder = disc(32, 32, 14, (200, 0, 0)), disc(10, 10, 8, (0, 0, 200))
+    image = np.full((64, 64, 3), 90, np.uint8)
+    image[target.amodal] = (200, 0, 0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        out = paste_occluder(image, target, occluder, rng, hidden=(0.1, 0.7))
+        assert out is not None
+        pasted, visible = out
+        hidden = 1 - visible.sum() / target.amodal.sum()
+        assert 0.1 <= hidden <= 0.7 and not (visible & ~target.visible).any()
+        changed = (pasted != image).any(axis=-1)
+        assert changed[target.visible & ~visible].all(), "the newly hidden pixels show the occluder"
+        assert not changed[visible].any(), "the target's visible pixels are untouched"
+        assert (pasted[changed][:, 2] > pasted[changed][:, 0]).all(), "what is pasted is the occluder (blue)"
+    assert paste_occluder(image, target, occluder, rng, hidden=(0.99, 1.0)) is None

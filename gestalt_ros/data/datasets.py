@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import cv2
 import numpy as np
 import torch
 from tqdm.auto import tqdm
@@ -64,6 +65,7 @@ def scene_crops(
     jitter: float = 0.0,
     min_visible_px: int = 30,
     keep_unoccluded: float = 1.0,
+    overlay: float = 0.0,
 ) -> CropSet:
     """Crops of every usable object of one ``synthetic.Scene``.
 
@@ -72,9 +74,22 @@ def scene_crops(
     that fraction, so the model does not depend on a perfectly tight visible box. Objects
     hidden by less than 5% are kept with probability ``keep_unoccluded``: enough of them to
     learn not to invent parts, few enough that completing hidden parts dominates training.
+    With probability ``overlay`` such a whole object also yields a second example, occluded
+    in 2D by ``paste_occluder`` (pix2gestalt's recipe): occluders anywhere, the middle too.
     """
     images, visible, targets, amodal_crops, occlusion = [], [], [], [], []
-    h, w = scene.image.shape[:2]
+
+    def add(image: np.ndarray, obj_visible: np.ndarray, obj, ratio: float) -> None:
+        window = CropWindow.around(obj_visible, crop_scale * float(np.exp(rng.uniform(-jitter, jitter))))
+        if jitter:
+            shift = rng.uniform(-jitter, jitter, size=2) * window.size
+            window = CropWindow(window.x0 + int(shift[0]), window.y0 + int(shift[1]), window.size)
+        images.append(window.crop_image(image, resolution))
+        visible.append(window.crop_mask(obj_visible, resolution))
+        targets.append(window.crop_image(obj.whole, resolution, fill=255))
+        amodal_crops.append(window.crop_mask(obj.amodal, resolution))
+        occlusion.append(ratio)
+
     for obj in scene.objects:
         amodal = obj.amodal
         if (
@@ -86,17 +101,15 @@ def scene_crops(
         ):
             continue
         ratio = 1.0 - obj.visible.sum() / max(amodal.sum(), 1)
+        if ratio < 0.05 and overlay > 0 and rng.random() < overlay:
+            others = [o for o in scene.objects if o is not obj and o.amodal.sum() >= min_visible_px]
+            if others:
+                pasted = paste_occluder(scene.image, obj, others[rng.integers(len(others))], rng, min_visible_px)
+                if pasted is not None:
+                    add(*pasted, obj, 1.0 - pasted[1].sum() / amodal.sum())
         if ratio < 0.05 and rng.random() >= keep_unoccluded:
             continue
-        window = CropWindow.around(obj.visible, crop_scale * float(np.exp(rng.uniform(-jitter, jitter))))
-        if jitter:
-            shift = rng.uniform(-jitter, jitter, size=2) * window.size
-            window = CropWindow(window.x0 + int(shift[0]), window.y0 + int(shift[1]), window.size)
-        images.append(window.crop_image(scene.image, resolution))
-        visible.append(window.crop_mask(obj.visible, resolution))
-        targets.append(window.crop_image(obj.whole, resolution, fill=255))
-        amodal_crops.append(window.crop_mask(amodal, resolution))
-        occlusion.append(ratio)
+        add(scene.image, obj.visible, obj, ratio)
     if not images:
         r = resolution
         return CropSet(
@@ -115,13 +128,59 @@ def scene_crops(
     )
 
 
+def paste_occluder(
+    image: np.ndarray,
+    target,
+    occluder,
+    rng: np.random.Generator,
+    min_visible_px: int = 30,
+    hidden: tuple[float, float] = (0.1, 0.7),
+    tries: int = 8,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """``image`` with ``occluder``'s whole appearance pasted over ``target``, and the target's
+    new visible mask; None if no placement hides a fraction in ``hidden`` of it.
+
+    The occluder is rescaled to 0.3-1.2 times the target's size, maybe rotated by quarter
+    turns, and centred on a random pixel of the target (so it may land in its middle).
+    """
+    h, w = image.shape[:2]
+    ys, xs = np.nonzero(target.amodal)
+    target_size = max(np.ptp(ys), np.ptp(xs)) + 1
+    oy, ox = np.nonzero(occluder.amodal)
+    y0, y1, x0, x1 = oy.min(), oy.max() + 1, ox.min(), ox.max() + 1
+    rgb, mask = occluder.whole[y0:y1, x0:x1], occluder.amodal[y0:y1, x0:x1].astype(np.uint8)
+    turns = int(rng.integers(4))
+    rgb, mask = np.rot90(rgb, turns), np.rot90(mask, turns)
+    area = target.amodal.sum()
+    for _ in range(tries):
+        scale = target_size * rng.uniform(0.3, 1.2) / max(mask.shape)
+        size = (max(1, round(mask.shape[1] * scale)), max(1, round(mask.shape[0] * scale)))
+        small_rgb = cv2.resize(np.ascontiguousarray(rgb), size, interpolation=cv2.INTER_AREA)
+        small_mask = cv2.resize(np.ascontiguousarray(mask), size, interpolation=cv2.INTER_NEAREST).astype(bool)
+        k = rng.integers(len(ys))
+        top, left = ys[k] - size[1] // 2, xs[k] - size[0] // 2
+        cover = np.zeros((h, w), bool)
+        colour = np.zeros_like(image)
+        cy0, cx0 = max(top, 0), max(left, 0)
+        cy1, cx1 = min(top + size[1], h), min(left + size[0], w)
+        if cy1 <= cy0 or cx1 <= cx0:
+            continue
+        window = (slice(cy0 - top, cy1 - top), slice(cx0 - left, cx1 - left))
+        cover[cy0:cy1, cx0:cx1] = small_mask[window]
+        colour[cy0:cy1, cx0:cx1] = small_rgb[window]
+        visible = target.visible & ~cover
+        if visible.sum() >= min_visible_px and hidden[0] <= 1.0 - visible.sum() / area <= hidden[1]:
+            return np.where(cover[..., None], colour, image), visible
+    return None
+
+
 def _render_chunk(args: tuple) -> CropSet:
     from gestalt_ros.data.synthetic import iter_scenes
 
-    seed, start, count, objects, resolution, crop_scale, jitter, keep_unoccluded, ycb_root, scene_config = args
+    seed, start, count, objects, resolution, crop_scale, jitter, keep_unoccluded, overlay, ycb_root, scene_config = args
     rng = np.random.default_rng([seed, start])
     parts = [
-        scene_crops(scene, resolution, crop_scale, rng, jitter, keep_unoccluded=keep_unoccluded)
+        scene_crops(scene, resolution, crop_scale, rng, jitter, keep_unoccluded=keep_unoccluded, overlay=overlay)
         for scene in iter_scenes(count, seed, objects=objects, config=scene_config, ycb_root=ycb_root, start=start)
     ]
     return CropSet.concatenate(parts)
@@ -135,6 +194,7 @@ def build_crops(
     crop_scale: float,
     jitter: float = 0.1,
     keep_unoccluded: float = 1.0,
+    overlay: float = 0.0,
     workers: int = 2,
     ycb_root: Path | None = None,
     chunk: int = 50,
@@ -152,6 +212,7 @@ def build_crops(
             crop_scale,
             jitter,
             keep_unoccluded,
+            overlay,
             ycb_root,
             scene_config,
         )

@@ -46,6 +46,9 @@ class TrainConfig:
     crop_jitter: float = 0.1
     # Fraction of (almost) unoccluded objects kept as training examples.
     keep_unoccluded: float = 0.3
+    # Whole objects also yield a copy occluded by a 2D-pasted object with this probability
+    # (pix2gestalt's overlay recipe; ``datasets.paste_occluder``).
+    overlay_prob: float = 0.0
     batch_size: int = 16
     steps: int = 4000
     # Training stops early, and saves, once this much wall time has passed (0: no limit).
@@ -129,6 +132,8 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
     from gestalt_ros.data.synthetic import TRAIN_OBJECTS
 
     key = f"crops{CROPS_FORMAT}_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}"
+    if cfg.overlay_prob:
+        key += f"_o{cfg.overlay_prob}"
     if cfg.scene:
         key += "_scene" + hashlib.sha1(json.dumps(cfg.scene, sort_keys=True).encode()).hexdigest()[:10]
     key += ".npz"
@@ -143,6 +148,7 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
         cfg.model.crop_scale,
         cfg.crop_jitter,
         cfg.keep_unoccluded,
+        cfg.overlay_prob,
         cfg.workers,
         scene_config=cfg.scene_config(),
     )
