@@ -10,7 +10,7 @@ from gestalt_ros.data import shapes
 from gestalt_ros.data.synthetic import PROCEDURAL_PREFIX, SceneConfig, TabletopRenderer, default_ycb_root
 
 
-@pytest.mark.parametrize("family", [shapes.lathe, shapes.superquadric, shapes.extrusion, shapes.compound])
+@pytest.mark.parametrize("family", shapes.FAMILIES)
 def test_each_family_is_a_valid_mesh_of_the_asked_size(family) -> None:
     for seed in range(10):
         vertices, uvs, faces = family(np.random.default_rng(seed), 0.2)

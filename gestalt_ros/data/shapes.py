@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import numpy as np
 
-FAMILIES = ("lathe", "superquadric", "extrusion", "compound")
-
 # Largest extent of a shape, metres (log-uniform): YCB spans ~0.06 (strawberry) to ~0.25.
 _SIZE = (0.05, 0.25)
 
@@ -150,12 +148,13 @@ def _random_rotation(rng: np.random.Generator) -> np.ndarray:
     return q if np.linalg.det(q) > 0 else -q
 
 
+FAMILIES = (lathe, superquadric, extrusion, compound)
+
+
 def random_mesh(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Vertices (N, 3) with the lowest point at z=0, UVs (N, 2) and triangles (F, 3)."""
     size = float(np.exp(rng.uniform(*np.log(_SIZE))))
-    family = {"lathe": lathe, "superquadric": superquadric, "extrusion": extrusion, "compound": compound}[
-        FAMILIES[rng.integers(len(FAMILIES))]
-    ]
+    family = FAMILIES[rng.integers(len(FAMILIES))]
     vertices, uvs, faces = _double_sided(family(rng, size))
     centre = (vertices.min(axis=0) + vertices.max(axis=0)) / 2
     vertices = vertices - [centre[0], centre[1], vertices[:, 2].min()]
