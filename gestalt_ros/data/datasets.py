@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from gestalt_ros.prompts import CropWindow
 
 if TYPE_CHECKING:
-    from gestalt_ros.data.synthetic import SceneConfig
+    from gestalt_ros.data.synthetic import SceneConfig, SceneObject
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def scene_crops(
     """
     images, visible, targets, amodal_crops, occlusion = [], [], [], [], []
 
-    def add(image: np.ndarray, obj_visible: np.ndarray, obj, ratio: float) -> None:
+    def add(image: np.ndarray, obj_visible: np.ndarray, obj: SceneObject, ratio: float) -> None:
         window = CropWindow.around(obj_visible, crop_scale * float(np.exp(rng.uniform(-jitter, jitter))))
         if jitter:
             shift = rng.uniform(-jitter, jitter, size=2) * window.size
@@ -130,8 +130,8 @@ def scene_crops(
 
 def paste_occluder(
     image: np.ndarray,
-    target,
-    occluder,
+    target: SceneObject,
+    occluder: SceneObject,
     rng: np.random.Generator,
     min_visible_px: int = 30,
     hidden: tuple[float, float] = (0.1, 0.7),
