@@ -101,13 +101,14 @@ def scene_crops(
         ):
             continue
         ratio = 1.0 - obj.visible.sum() / max(amodal.sum(), 1)
-        if ratio < 0.05 and overlay > 0 and rng.random() < overlay:
+        whole = ratio < 0.05
+        if whole and overlay > 0 and rng.random() < overlay:
             others = [o for o in scene.objects if o is not obj and o.amodal.sum() >= min_visible_px]
             if others:
                 pasted = paste_occluder(scene.image, obj, others[rng.integers(len(others))], rng, min_visible_px)
                 if pasted is not None:
                     add(*pasted, obj, 1.0 - pasted[1].sum() / amodal.sum())
-        if ratio < 0.05 and rng.random() >= keep_unoccluded:
+        if whole and rng.random() >= keep_unoccluded:
             continue
         add(scene.image, obj.visible, obj, ratio)
     if not images:

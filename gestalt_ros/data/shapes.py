@@ -132,10 +132,10 @@ def extrusion(rng: np.random.Generator, size: float) -> tuple[np.ndarray, np.nda
 def compound(rng: np.random.Generator, size: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A body with one or two attached parts (a handle, a cap, a head), each a simple family."""
     simple = (lathe, superquadric, extrusion)
-    body = simple[rng.integers(3)](rng, size * rng.uniform(0.6, 1.0))
+    body = simple[rng.integers(len(simple))](rng, size * rng.uniform(0.6, 1.0))
     parts = [body]
     for _ in range(int(rng.integers(1, 3))):
-        part = simple[rng.integers(3)](rng, size * rng.uniform(0.25, 0.7))
+        part = simple[rng.integers(len(simple))](rng, size * rng.uniform(0.25, 0.7))
         vertices = part[0] - part[0].mean(axis=0)
         anchor = body[0][rng.integers(len(body[0]))]
         parts.append((vertices @ _random_rotation(rng).T + anchor, part[1], part[2]))

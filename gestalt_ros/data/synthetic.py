@@ -517,29 +517,21 @@ class TabletopRenderer:
             baseOrientation=orientation,
             physicsClientId=self._client,
         )
+        texture = None
         if shape.texture is not None and rng.uniform() < self.config.keep_texture_prob:
             tint = [*rng.uniform(0.85, 1.0, 3), 1.0]
-            pb.changeVisualShape(
-                uid,
-                -1,
-                rgbaColor=tint,
-                textureUniqueId=self._file_texture(shape.texture),
-                physicsClientId=self._client,
-            )
+            texture = self._file_texture(shape.texture)
         elif (
             shape.name is not None
             and shape.name.startswith(PROCEDURAL_PREFIX)
             and rng.uniform() < self.config.procedural_texture_prob
         ):
-            pb.changeVisualShape(
-                uid,
-                -1,
-                rgbaColor=[*rng.uniform(0.7, 1.0, 3), 1.0],
-                textureUniqueId=self._procedural(int(rng.integers(self.config.n_textures))),
-                physicsClientId=self._client,
-            )
-        else:
+            tint = [*rng.uniform(0.7, 1.0, 3), 1.0]
+            texture = self._procedural(int(rng.integers(self.config.n_textures)))
+        if texture is None:
             pb.changeVisualShape(uid, -1, rgbaColor=_random_color(rng), physicsClientId=self._client)
+        else:
+            pb.changeVisualShape(uid, -1, rgbaColor=tint, textureUniqueId=texture, physicsClientId=self._client)
         points = shape.points @ _rotation(orientation).T + position
         lo, hi = points.min(axis=0), points.max(axis=0)
         center = (lo + hi) / 2
