@@ -59,15 +59,28 @@ def attached_to(voted: np.ndarray, visible: np.ndarray) -> np.ndarray:
 
 
 def to_frame(
-    crop_mask: np.ndarray, crop_visible: np.ndarray, visible: np.ndarray, window: CropWindow, cfg: AmodalConfig
+    evidence: np.ndarray,
+    threshold: float,
+    crop_visible: np.ndarray,
+    visible: np.ndarray,
+    window: CropWindow,
+    cfg: AmodalConfig,
 ) -> np.ndarray:
-    """A crop-resolution amodal mask -> the frame's H x W, post-processed as ``cfg`` says.
+    """A crop-resolution evidence map -> the frame's H x W amodal mask, post-processed as ``cfg`` says.
 
-    Detached blobs are dropped at crop resolution, the mask is pasted back with nearest
-    neighbour, and the visible part is added. The vote and each single sample (best-of-N in
-    evaluation) go through this one function.
+    ``evidence`` is the vote's agreement, or one sample's mask (best-of-N in evaluation); the
+    object is where it exceeds ``threshold``. Detached blobs are dropped at crop resolution.
+    With ``cfg.smooth_paste`` the evidence is interpolated to the frame and thresholded there,
+    so a crop pixel that spans many camera pixels leaves a straight edge, not a staircase;
+    otherwise the thresholded mask is pasted with nearest neighbour. The visible part is added.
     """
+    evidence = evidence.astype(np.float32)
+    crop_mask = evidence > threshold
     if cfg.keep_attached:
-        crop_mask = attached_to(crop_mask, crop_visible)
-    mask = window.paste(crop_mask, *visible.shape)
+        evidence = np.where(crop_mask & ~attached_to(crop_mask, crop_visible), np.float32(0), evidence)
+    height, width = visible.shape
+    if cfg.smooth_paste:
+        mask = window.paste(evidence, height, width, linear=True) > threshold
+    else:
+        mask = window.paste(evidence > threshold, height, width)
     return mask | visible if cfg.union_visible else mask

@@ -80,6 +80,9 @@ class AmodalConfig:
     union_visible: bool = True
     # Drop blobs of the vote that do not touch the visible part (sampler hallucinations).
     keep_attached: bool = True
+    # Interpolate the agreement to camera resolution before thresholding (smooth edges on
+    # objects much larger than the model's crop); false pastes the crop mask pixel by pixel.
+    smooth_paste: bool = True
 
     def validate(self) -> None:
         _check_range("amodal.white_threshold", self.white_threshold, 0, 255)

@@ -68,8 +68,8 @@ class GestaltPipeline:
             completions = completions[..., :3]  # alpha, if any, is now in the masks
             voted, agreement = vote(masks, cfg.amodal.vote_threshold)
             best = closest_sample(masks, voted)
-            amodal = to_frame(voted, crop_visible, visible, window, cfg.amodal)
-            full_agreement = window.paste(agreement, height, width)
+            amodal = to_frame(agreement, cfg.amodal.vote_threshold, crop_visible, visible, window, cfg.amodal)
+            full_agreement = window.paste(agreement, height, width, linear=cfg.amodal.smooth_paste)
 
         with _timed(timings, "recognition"):
             view = whole_object_view(image, visible, amodal, completions[best], window)

@@ -130,12 +130,25 @@ class CropWindow:
         )
         return small.astype(bool)
 
-    def paste(self, crop: np.ndarray, height: int, width: int) -> np.ndarray:
-        """resolution x resolution map -> H x W (nearest neighbour); zero outside the window."""
+    def paste(self, crop: np.ndarray, height: int, width: int, linear: bool = False) -> np.ndarray:
+        """resolution x resolution map -> H x W; zero outside the window.
+
+        Nearest neighbour, or with ``linear`` bilinear interpolation of a float map, which a
+        caller thresholds afterwards to get edges finer than one crop pixel. Both give the
+        window's edge pixels the crop's edge values and nothing beyond.
+        """
         is_bool = crop.dtype == bool
+        if is_bool and linear:
+            raise ValueError("linear paste needs a float map, not a bool mask")
         src = crop.astype(np.uint8) if is_bool else crop
         inverse = cv2.invertAffineTransform(self._affine(crop.shape[0]))
-        big = cv2.warpAffine(
-            src, inverse, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-        )
-        return big.astype(bool) if is_bool else big
+        if not linear:
+            big = cv2.warpAffine(
+                src, inverse, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
+            return big.astype(bool) if is_bool else big
+        big = cv2.warpAffine(src, inverse, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        inside = np.zeros((height, width), bool)
+        inside[max(self.y0, 0) : max(self.y0 + self.size, 0), max(self.x0, 0) : max(self.x0 + self.size, 0)] = True
+        big[~inside] = 0
+        return big

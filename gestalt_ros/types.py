@@ -93,3 +93,8 @@ def mask_bbox(mask: np.ndarray) -> BBox:
     if rows.size == 0:
         raise ValueError("mask is empty: it has no bounding box")
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
+
+
+def touches_border(mask: np.ndarray) -> bool:
+    """Whether a mask reaches the frame's edge, where an object's amodal truth may be cut off."""
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())

@@ -1,8 +1,13 @@
+from dataclasses import replace
+
+import cv2
 import numpy as np
 
-from gestalt_ros.amodal import attached_to, closest_sample, foreground_masks, vote
+from gestalt_ros.amodal import attached_to, closest_sample, foreground_masks, to_frame, vote
 from gestalt_ros.config import AmodalConfig
 from gestalt_ros.eval.baselines import convex_hull, modal
+from gestalt_ros.eval.metrics import iou
+from gestalt_ros.prompts import CropWindow
 
 
 def test_white_is_background_and_dark_is_object():
@@ -62,3 +67,42 @@ def test_blobs_away_from_the_visible_part_are_dropped():
     kept = attached_to(voted, visible)
     assert kept[3, 3] and kept[3, 5] and kept[0, 3] and not kept[8:, 8:].any()
     assert not attached_to(voted, np.zeros_like(visible)).any()
+
+
+def _disc(size: int, radius: float) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size] + 0.5
+    return (xx - size / 2) ** 2 + (yy - size / 2) ** 2 <= radius**2
+
+
+def test_smooth_paste_follows_a_large_object_closer_than_pixel_paste():
+    """A 16-px crop of a disc pasted into a 160-px window: interpolating the evidence before
+    thresholding recovers the round edge; nearest neighbour leaves 10-px stairs."""
+    truth = _disc(160, 50)
+    window = CropWindow(0, 0, 160)
+    evidence = cv2.resize(truth.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA)
+    crop_visible = evidence > 0.5
+    visible = np.zeros_like(truth)
+    cfg = AmodalConfig(union_visible=False)
+    smooth = to_frame(evidence, 0.5, crop_visible, visible, window, cfg)
+    pixels = to_frame(evidence, 0.5, crop_visible, visible, window, replace(cfg, smooth_paste=False))
+    assert np.array_equal(pixels, window.paste(evidence > 0.5, 160, 160))
+    assert iou(smooth, truth) > iou(pixels, truth) + 0.01
+    assert iou(smooth, truth) > 0.97
+
+
+def test_smooth_paste_thresholds_between_agreement_levels_and_drops_detached_blobs():
+    evidence = np.zeros((8, 8), np.float32)
+    evidence[:, :4] = 0.75  # three of four samples agree
+    evidence[:, 4:] = 0.25
+    evidence[0, 7] = 1.0  # a detached blob
+    crop_visible = np.zeros((8, 8), bool)
+    crop_visible[3, 1] = True
+    window = CropWindow(0, 0, 80)
+    mask = to_frame(evidence, 0.5, crop_visible, np.zeros((80, 80), bool), window, AmodalConfig())
+    # the 0.75 -> 0.25 edge lies between crop pixel centres 3 and 4, i.e. at x = 40
+    assert mask[40, 5:39].all() and not mask[40, 41:].any()
+    assert not mask[:10, 70:].any()
+    kept_blob = to_frame(
+        evidence, 0.5, crop_visible, np.zeros((80, 80), bool), window, AmodalConfig(keep_attached=False)
+    )
+    assert kept_blob[2:8, 72:78].all()

@@ -42,19 +42,27 @@ def test_same_seed_same_result(pipeline, scene_image):
     assert np.array_equal(a.amodal_mask, b.amodal_mask) and np.array_equal(a.completions, b.completions)
 
 
-def test_amodal_comes_from_the_vote(pipeline, scene_image):
-    """Without the union, the amodal mask is exactly the pasted vote of the samples."""
+@pytest.mark.parametrize("smooth", [False, True])
+def test_amodal_comes_from_the_vote(pipeline, scene_image, smooth):
+    """Without the union, the amodal mask is exactly the pasted vote of the samples: the
+    thresholded agreement pasted pixel by pixel, or the agreement interpolated then thresholded."""
     from dataclasses import replace
 
     from gestalt_ros.amodal import vote
     from gestalt_ros.prompts import CropWindow
 
     image, visible = scene_image
-    cfg = replace(pipeline.config, amodal=replace(pipeline.config.amodal, union_visible=False, keep_attached=False))
+    amodal_cfg = replace(pipeline.config.amodal, union_visible=False, keep_attached=False, smooth_paste=smooth)
+    cfg = replace(pipeline.config, amodal=amodal_cfg)
     r = GestaltPipeline(pipeline.components, cfg)(image, MaskPrompt(visible))
-    voted, _ = vote(r.sample_masks, cfg.amodal.vote_threshold)
+    voted, agreement = vote(r.sample_masks, cfg.amodal.vote_threshold)
     x0, y0, x1, _ = r.crop_box
-    assert np.array_equal(r.amodal_mask, CropWindow(x0, y0, x1 - x0).paste(voted, *image.shape[:2]))
+    window = CropWindow(x0, y0, x1 - x0)
+    if smooth:
+        expected = window.paste(agreement, *image.shape[:2], linear=True) > cfg.amodal.vote_threshold
+    else:
+        expected = window.paste(voted, *image.shape[:2])
+    assert np.array_equal(r.amodal_mask, expected)
 
 
 def test_bad_prompt_raises_prompt_error(pipeline, scene_image):

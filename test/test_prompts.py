@@ -56,6 +56,18 @@ def test_paste_inverts_crop_for_masks():
     assert np.array_equal(back, mask)
 
 
+def test_linear_paste_interpolates_float_maps_only():
+    window = CropWindow(10, 10, 40)
+    ramp = np.tile(np.linspace(0.0, 1.0, 4, dtype=np.float32), (4, 1))
+    big = window.paste(ramp, 60, 60, linear=True)
+    assert not big[:10].any() and not big[:, 50:].any()  # zero outside the window
+    assert big[10, 10] == 0.0 and big[49, 49] == 1.0  # edge pixels keep the crop's edge values
+    row = big[30, 15:45]
+    assert (np.diff(row) >= 0).all() and len(np.unique(row)) > 4  # a ramp, not 4 steps
+    with pytest.raises(ValueError, match="float map"):
+        window.paste(ramp > 0.5, 60, 60, linear=True)
+
+
 def test_window_past_the_border_is_padded():
     image = np.full((20, 20, 3), 9, np.uint8)
     window = CropWindow(-20, -20, 40)

@@ -1,6 +1,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 from conftest import TINY_MODEL
 
 from gestalt_ros.completion import CompletionModel
@@ -52,6 +53,23 @@ def test_committed_configs_parse():
     assert gpu.device == "cuda" and gpu.model.resolution == cpu.model.resolution
     shapes = TrainConfig.from_yaml(root / "train_cpu_stage4.yaml")
     assert shapes.scene_config().procedural_prob > 0 and shapes.max_minutes <= 65
+    for path in sorted(root.glob("train_cpu_stage*.yaml")):  # every sitting of the chain parses
+        assert TrainConfig.from_yaml(path).max_minutes <= 65, path
+
+
+def test_cosine_lr_decays_to_zero_by_steps_or_minutes_whichever_ends_first(tmp_path):
+    constant = TrainConfig(steps=1000, max_minutes=10.0, warmup_steps=100)
+    assert constant.lr_factor(0, 0.0) == pytest.approx(0.01) and constant.lr_factor(999, 9.9) == 1.0
+    cosine = dataclasses.replace(constant, lr_decay="cosine")
+    assert cosine.lr_factor(9, 0.0) == pytest.approx(0.1, abs=1e-3)  # warmup still applies
+    assert cosine.lr_factor(500, 1.0) == pytest.approx(0.5)  # half the steps
+    assert cosine.lr_factor(100, 5.0) == pytest.approx(0.5)  # half the minutes
+    assert cosine.lr_factor(999, 1.0) < 1e-4 and cosine.lr_factor(100, 10.0) == 0.0
+    assert dataclasses.replace(cosine, max_minutes=0).lr_factor(500, 99.0) == pytest.approx(0.5)  # no time limit
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lr_decay: linear\n")
+    with pytest.raises(ValueError, match="lr_decay"):
+        TrainConfig.from_yaml(bad)
 
 
 def test_scene_overrides_are_checked_and_key_the_crop_cache(tmp_path, ycb_root):

@@ -21,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from gestalt_ros.prompts import CropWindow
+from gestalt_ros.types import touches_border
 
 if TYPE_CHECKING:
     from gestalt_ros.data.synthetic import SceneConfig, SceneObject
@@ -91,23 +92,16 @@ def scene_crops(
         occlusion.append(ratio)
 
     for obj in scene.objects:
-        amodal = obj.amodal
-        if (
-            obj.visible.sum() < min_visible_px
-            or amodal[0].any()
-            or amodal[-1].any()
-            or amodal[:, 0].any()
-            or amodal[:, -1].any()
-        ):
+        if obj.visible.sum() < min_visible_px or touches_border(obj.amodal):
             continue
-        ratio = 1.0 - obj.visible.sum() / max(amodal.sum(), 1)
+        ratio = 1.0 - obj.visible.sum() / max(obj.amodal.sum(), 1)
         whole = ratio < 0.05
         if whole and overlay > 0 and rng.random() < overlay:
             others = [o for o in scene.objects if o is not obj and o.amodal.sum() >= min_visible_px]
             if others:
                 pasted = paste_occluder(scene.image, obj, others[rng.integers(len(others))], rng, min_visible_px)
                 if pasted is not None:
-                    add(*pasted, obj, 1.0 - pasted[1].sum() / amodal.sum())
+                    add(*pasted, obj, 1.0 - pasted[1].sum() / obj.amodal.sum())
         if whole and rng.random() >= keep_unoccluded:
             continue
         add(scene.image, obj.visible, obj, ratio)

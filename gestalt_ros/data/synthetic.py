@@ -37,6 +37,7 @@ from pycocotools import mask as mask_utils
 
 import gestalt_ros
 from gestalt_ros.data.shapes import random_mesh
+from gestalt_ros.types import touches_border
 
 if TYPE_CHECKING:
     from typing import Self
@@ -834,10 +835,6 @@ def _rle(mask: np.ndarray) -> dict:
     }
 
 
-def _touches_border(mask: np.ndarray) -> bool:
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
-
-
 def write_amodal_dataset(scenes: Iterable[Scene], out_dir: Path, min_visible_px: int = 30) -> Path:
     """Write images/NNNNNN.png and annotations.json (COCO RLE masks); return the JSON path.
 
@@ -852,7 +849,7 @@ def write_amodal_dataset(scenes: Iterable[Scene], out_dir: Path, min_visible_px:
     for index, scene in enumerate(scenes):
         file = f"images/{index:06d}.png"
         cv2.imwrite(str(out_dir / file), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-        kept = [o for o in scene.objects if int(o.visible.sum()) >= min_visible_px and not _touches_border(o.amodal)]
+        kept = [o for o in scene.objects if int(o.visible.sum()) >= min_visible_px and not touches_border(o.amodal)]
         rank = {id(o): r for r, o in enumerate(sorted(kept, key=lambda o: o.depth))}
         height, width = scene.image.shape[:2]
         images.append(

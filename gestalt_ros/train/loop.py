@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 # Bumped whenever CropSet gains a field, so an older cache is not read as the new format.
 CROPS_FORMAT = 2
+LR_DECAYS = ("constant", "cosine")
 
 
 @dataclass
@@ -55,6 +57,9 @@ class TrainConfig:
     max_minutes: float = 55.0
     learning_rate: float = 3e-4
     warmup_steps: int = 200
+    # After warmup: "constant", or "cosine" decay to zero at the end of the run (``steps`` or
+    # ``max_minutes``, whichever comes first), which anneals a sitting that continues a model.
+    lr_decay: str = "constant"
     ema_decay: float = 0.999
     # Probability of dropping the condition (zeros), for classifier-free guidance.
     condition_dropout: float = 0.1
@@ -78,7 +83,19 @@ class TrainConfig:
             raise ValueError(f"unknown training keys {sorted(unknown)} in {path}; known: {sorted(known)}")
         cfg = cls(model=model, **data)
         cfg.scene_config()  # unknown scene keys fail here, before any rendering
+        if cfg.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {cfg.lr_decay!r} in {path}")
         return cfg
+
+    def lr_factor(self, step: int, minutes: float) -> float:
+        """Learning-rate multiplier after ``step`` optimizer steps and ``minutes`` of the run."""
+        warmup = min(1.0, (step + 1) / self.warmup_steps)
+        if self.lr_decay == "constant":
+            return warmup
+        done = step / self.steps
+        if self.max_minutes > 0:
+            done = max(done, minutes / self.max_minutes)
+        return warmup * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
 
     def scene_config(self) -> SceneConfig:
         """The training scenes' ``SceneConfig``."""
@@ -181,7 +198,9 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     scheduler = make_scheduler(cfg.model)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / cfg.warmup_steps))
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: cfg.lr_factor(s, (time.time() - t_start) / 60.0)
+    )
     loader = torch.utils.data.DataLoader(
         CompletionDataset(crops, alpha=cfg.model.synthesize_alpha),
         batch_size=cfg.batch_size,
