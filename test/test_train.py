@@ -68,8 +68,10 @@ def test_cosine_lr_decays_to_zero_by_steps_or_minutes_whichever_ends_first(tmp_p
     assert dataclasses.replace(cosine, max_minutes=0).lr_factor(500, 99.0) == pytest.approx(0.5)  # no time limit
     bad = tmp_path / "bad.yaml"
     bad.write_text("lr_decay: linear\n")
-    with pytest.raises(ValueError, match="lr_decay"):
+    with pytest.raises(ValueError, match="bad.yaml: lr_decay"):
         TrainConfig.from_yaml(bad)
+    with pytest.raises(ValueError, match="lr_decay"):
+        train(dataclasses.replace(cosine, lr_decay="linear"), tmp_path / "never")
 
 
 def test_scene_overrides_are_checked_and_key_the_crop_cache(tmp_path, ycb_root):

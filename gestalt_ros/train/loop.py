@@ -81,11 +81,17 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown training keys {sorted(unknown)} in {path}; known: {sorted(known)}")
-        cfg = cls(model=model, **data)
-        cfg.scene_config()  # unknown scene keys fail here, before any rendering
-        if cfg.lr_decay not in LR_DECAYS:
-            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {cfg.lr_decay!r} in {path}")
-        return cfg
+        try:
+            return cls(model=model, **data).validate()
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def validate(self) -> TrainConfig:
+        """Raise ``ValueError`` for settings that would fail later, before any rendering."""
+        self.scene_config()
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
+        return self
 
     def lr_factor(self, step: int, minutes: float) -> float:
         """Learning-rate multiplier after ``step`` optimizer steps and ``minutes`` of the run."""
@@ -178,6 +184,7 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     """Train, save the EMA weights to ``out_dir``, and return the training summary."""
     from diffusers.training_utils import EMAModel
 
+    cfg.validate()
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
