@@ -35,6 +35,7 @@ def sample_masks(result: ObjectResult, cfg: AmodalConfig) -> np.ndarray:
     x0, y0, x1, _ = result.crop_box
     window = CropWindow(x0, y0, x1 - x0)
     crop_visible = window.crop_mask(result.visible_mask, result.sample_masks.shape[1])
+    # One sample's mask is 0 or 1; its edge is where the interpolated mask crosses 0.5.
     return np.stack(
         [to_frame(small, 0.5, crop_visible, result.visible_mask, window, cfg) for small in result.sample_masks]
     )
