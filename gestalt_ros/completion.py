@@ -208,6 +208,7 @@ class CompletionSampler:
         num_samples: int,
         strength: float,
         generator: torch.Generator | None,
+        mirror: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The starting sample and the timesteps to run.
 
@@ -228,6 +229,8 @@ class CompletionSampler:
         start = np.where(visible[..., None], crop, np.uint8(255))
         alpha = visible if self.model.config.synthesize_alpha else None
         start_t = encode_target(start, alpha)[None].to(self.device).expand(num_samples, -1, -1, -1)
+        if mirror:
+            start_t = mirror_odd(start_t)
         return self.scheduler.add_noise(start_t, noise, timesteps[:1].repeat(num_samples)), timesteps
 
     @torch.no_grad()
@@ -241,21 +244,27 @@ class CompletionSampler:
         eta: float = 0.0,
         generator: torch.Generator | None = None,
         strength: float = 1.0,
+        mirror: bool = False,
     ) -> np.ndarray:
         """(h, w, 3) uint8 crop, (h, w) bool visible mask -> (N, h, w, C) uint8 completions.
 
         C is 3 (whole object on white), or 4 when the model also synthesizes alpha.
+        ``mirror``: every second sample sees the crop mirrored left-right and is mirrored
+        back, so the samples differ in view as well as in noise (test-time augmentation;
+        the model trained with random flips).
         """
         # 1. inputs
         self.check_inputs(crop, visible, num_samples, num_inference_steps)
         # 2. condition; the null condition for guidance is all zeros, as in pix2gestalt
         condition = encode_condition(crop, visible).to(self.device).expand(num_samples, -1, -1, -1)
+        if mirror:
+            condition = mirror_odd(condition)
         guided = guidance_scale > 1.0
         if guided:
             condition = torch.cat([torch.zeros_like(condition), condition])
         # 3. timesteps and the starting sample
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
-        sample, timesteps = self.prepare_start(crop, visible, num_samples, strength, generator)
+        sample, timesteps = self.prepare_start(crop, visible, num_samples, strength, generator, mirror)
         # 4. denoise
         if self.progress:
             from tqdm.auto import tqdm
@@ -270,4 +279,11 @@ class CompletionSampler:
                 pred = uncond + guidance_scale * (cond - uncond)
             sample = self.scheduler.step(pred, t, sample, eta=eta, generator=generator).prev_sample
         # 5. decode
-        return decode_images(sample)
+        return decode_images(mirror_odd(sample) if mirror else sample)
+
+
+def mirror_odd(batch: torch.Tensor) -> torch.Tensor:
+    """``batch`` (N, C, H, W) with samples 1, 3, 5, ... mirrored left-right (a new tensor)."""
+    out = batch.clone()
+    out[1::2] = batch[1::2].flip(-1)
+    return out

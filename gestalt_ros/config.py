@@ -57,6 +57,9 @@ class CompletionConfig:
     strength: float = 1.0
     # Seed of the sampling noise: the same image, prompt and seed give the same masks on CPU.
     seed: int = 0
+    # Every second sample sees the crop mirrored left-right (and is mirrored back), so the
+    # vote covers two views of the object at no extra cost.
+    mirror_samples: bool = True
 
     def validate(self) -> None:
         _check_range("completion.num_samples", self.num_samples, 1, 64)

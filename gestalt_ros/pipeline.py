@@ -61,6 +61,7 @@ class GestaltPipeline:
                 eta=cfg.completion.eta,
                 generator=generator,
                 strength=cfg.completion.strength,
+                mirror=cfg.completion.mirror_samples,
             )
 
         with _timed(timings, "amodal"):

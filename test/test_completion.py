@@ -82,6 +82,31 @@ def test_strength_below_one_starts_from_the_visible_part(sampler):
     assert np.abs(out - start).mean() < np.abs(full - start).mean()
 
 
+@pytest.mark.parametrize("strength", [1.0, 0.5])
+def test_mirror_runs_every_second_sample_on_the_mirrored_crop(sampler, strength):
+    """Sample 1 of a mirrored batch is sample 1 of the mirrored crop, mirrored back; sample 0 is untouched."""
+    crop, visible = _inputs()
+    crop[:, :8] = 255  # not symmetric, so mirroring matters
+
+    def run(c, v, mirror):
+        return sampler(
+            np.ascontiguousarray(c),
+            np.ascontiguousarray(v),
+            num_samples=2,
+            num_inference_steps=3,
+            strength=strength,
+            mirror=mirror,
+            generator=torch.Generator().manual_seed(4),
+        )
+
+    mirrored = run(crop, visible, True)
+    plain = run(crop, visible, False)
+    of_mirror = run(crop[:, ::-1], visible[:, ::-1], False)
+    np.testing.assert_allclose(mirrored[0], plain[0], atol=1)
+    np.testing.assert_allclose(mirrored[1], of_mirror[1][:, ::-1], atol=1)
+    assert np.abs(mirrored[1].astype(int) - plain[1]).max() > 10
+
+
 def test_zero_terminal_snr_schedule():
     from dataclasses import replace
 

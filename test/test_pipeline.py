@@ -65,6 +65,19 @@ def test_amodal_comes_from_the_vote(pipeline, scene_image, smooth):
     assert np.array_equal(r.amodal_mask, expected)
 
 
+def test_mirror_samples_reaches_the_sampler(pipeline, scene_image):
+    """completion.mirror_samples changes every second sample and only those."""
+    from dataclasses import replace
+
+    image, visible = scene_image
+    plain_cfg = replace(pipeline.config, completion=replace(pipeline.config.completion, mirror_samples=False))
+    mirrored = pipeline(image, MaskPrompt(visible), seed=5).completions
+    plain = GestaltPipeline(pipeline.components, plain_cfg)(image, MaskPrompt(visible), seed=5).completions
+    assert pipeline.config.completion.mirror_samples, "on by default"
+    np.testing.assert_array_equal(mirrored[0::2], plain[0::2])
+    assert not np.array_equal(mirrored[1], plain[1])
+
+
 def test_bad_prompt_raises_prompt_error(pipeline, scene_image):
     image, _ = scene_image
     with pytest.raises(PromptError, match="outside"):

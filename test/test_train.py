@@ -162,3 +162,36 @@ def test_paste_occluder_hides_part_of_the_target_and_changes_only_covered_pixels
         assert not changed[visible].any(), "the target's visible pixels are untouched"
         assert (pasted[changed][:, 2] > pasted[changed][:, 0]).all(), "what is pasted is the occluder (blue)"
     assert paste_occluder(image, target, occluder, rng, hidden=(0.99, 1.0)) is None
+
+
+def test_overlay_max_occlusion_gives_partly_hidden_objects_a_second_occluder():
+    from gestalt_ros.data.datasets import scene_crops
+    from gestalt_ros.data.synthetic import Scene, SceneObject
+
+    yy, xx = np.mgrid[:96, :96]
+
+    def disc(cy, cx, r, colour, hidden_below=None):
+        amodal = (yy - cy) ** 2 + (xx - cx) ** 2 <= r * r
+        visible = amodal & (yy < hidden_below) if hidden_below else amodal.copy()
+        whole = np.full((96, 96, 3), 255, np.uint8)
+        whole[amodal] = colour
+        return SceneObject("x", visible, amodal, whole, False, 1.0)
+
+    target = disc(40, 40, 16, (200, 0, 0), hidden_below=46)  # about 30% hidden by the scene
+    other = disc(70, 72, 12, (0, 0, 200))
+    image = np.full((96, 96, 3), 90, np.uint8)
+    scene = Scene(image, [target, other], seed=0)
+    ratio = target.occlusion_ratio
+    assert 0.2 < ratio < 0.4
+
+    def crops(max_occlusion: float):
+        return scene_crops(scene, 32, 2.5, np.random.default_rng(3), overlay=1.0, overlay_max_occlusion=max_occlusion)
+
+    whole_only = crops(0.05)
+    assert len(whole_only) == 3, "the whole object gets a pasted copy, the partly hidden one does not"
+    partly = crops(0.5)
+    assert len(partly) == 4
+    pasted, original = partly.occlusion[0], partly.occlusion[1]
+    assert original == np.float32(ratio)
+    assert ratio < pasted <= 0.7, "the second occluder hides more of the target, within paste_occluder's range"
+    np.testing.assert_array_equal(partly.amodal[0], partly.amodal[0] | partly.visible[0])

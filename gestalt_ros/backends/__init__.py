@@ -19,7 +19,7 @@ class Components:
     """The three callables a pipeline chains (see pipeline.GestaltPipeline)."""
 
     segmenter: Any  # (image, prompt) -> visible mask
-    completer: Any  # CompletionSampler-like: (crop, visible, ...) -> completions; .resolution, .crop_scale
+    completer: Any  # CompletionSampler-like: (crop, visible, ..., mirror) -> completions; .resolution, .crop_scale
     recognizer: Any  # (list of RGB) -> list of top-k (label, score)
 
 

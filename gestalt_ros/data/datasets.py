@@ -67,6 +67,7 @@ def scene_crops(
     min_visible_px: int = 30,
     keep_unoccluded: float = 1.0,
     overlay: float = 0.0,
+    overlay_max_occlusion: float = 0.05,
 ) -> CropSet:
     """Crops of every usable object of one ``synthetic.Scene``.
 
@@ -75,8 +76,11 @@ def scene_crops(
     that fraction, so the model does not depend on a perfectly tight visible box. Objects
     hidden by less than 5% are kept with probability ``keep_unoccluded``: enough of them to
     learn not to invent parts, few enough that completing hidden parts dominates training.
-    With probability ``overlay`` such a whole object also yields a second example, occluded
-    in 2D by ``paste_occluder`` (pix2gestalt's recipe): occluders anywhere, the middle too.
+    With probability ``overlay`` an object hidden by less than ``overlay_max_occlusion`` (by
+    default only whole ones) also yields a second example, occluded in 2D by
+    ``paste_occluder`` (pix2gestalt's recipe): occluders anywhere, the middle too. Above
+    the default, objects the scene already hides in part get a second occluder, so gaps and
+    strips between two occluders are seen in training too.
     """
     images, visible, targets, amodal_crops, occlusion = [], [], [], [], []
 
@@ -96,7 +100,7 @@ def scene_crops(
             continue
         ratio = 1.0 - obj.visible.sum() / max(obj.amodal.sum(), 1)
         whole = ratio < 0.05
-        if whole and overlay > 0 and rng.random() < overlay:
+        if ratio < overlay_max_occlusion and overlay > 0 and rng.random() < overlay:
             others = [o for o in scene.objects if o is not obj and o.amodal.sum() >= min_visible_px]
             if others:
                 pasted = paste_occluder(scene.image, obj, others[rng.integers(len(others))], rng, min_visible_px)
@@ -172,10 +176,10 @@ def paste_occluder(
 def _render_chunk(args: tuple) -> CropSet:
     from gestalt_ros.data.synthetic import iter_scenes
 
-    seed, start, count, objects, resolution, crop_scale, jitter, keep_unoccluded, overlay, ycb_root, scene_config = args
+    seed, start, count, objects, ycb_root, scene_config, crop_options = args
     rng = np.random.default_rng([seed, start])
     parts = [
-        scene_crops(scene, resolution, crop_scale, rng, jitter, keep_unoccluded=keep_unoccluded, overlay=overlay)
+        scene_crops(scene, rng=rng, **crop_options)
         for scene in iter_scenes(count, seed, objects=objects, config=scene_config, ycb_root=ycb_root, start=start)
     ]
     return CropSet.concatenate(parts)
@@ -195,22 +199,19 @@ def build_crops(
     chunk: int = 50,
     progress: bool = True,
     scene_config: SceneConfig | None = None,
+    overlay_max_occlusion: float = 0.05,
 ) -> CropSet:
     """Render ``n_scenes`` scenes in ``workers`` processes and cut their crops (deterministic)."""
+    crop_options = dict(
+        resolution=resolution,
+        crop_scale=crop_scale,
+        jitter=jitter,
+        keep_unoccluded=keep_unoccluded,
+        overlay=overlay,
+        overlay_max_occlusion=overlay_max_occlusion,
+    )
     jobs = [
-        (
-            seed,
-            start,
-            min(chunk, n_scenes - start),
-            tuple(objects),
-            resolution,
-            crop_scale,
-            jitter,
-            keep_unoccluded,
-            overlay,
-            ycb_root,
-            scene_config,
-        )
+        (seed, start, min(chunk, n_scenes - start), tuple(objects), ycb_root, scene_config, crop_options)
         for start in range(0, n_scenes, chunk)
     ]
     parts: list[CropSet] = []

@@ -51,6 +51,9 @@ class TrainConfig:
     # Whole objects also yield a copy occluded by a 2D-pasted object with this probability
     # (pix2gestalt's overlay recipe; ``datasets.paste_occluder``).
     overlay_prob: float = 0.0
+    # Objects hidden by less than this get such a copy (0.05: whole objects only; higher
+    # values give objects the scene already hides in part a second occluder).
+    overlay_max_occlusion: float = 0.05
     batch_size: int = 16
     steps: int = 4000
     # Training stops early, and saves, once this much wall time has passed (0: no limit).
@@ -157,6 +160,8 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
     key = f"crops{CROPS_FORMAT}_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}"
     if cfg.overlay_prob:
         key += f"_o{cfg.overlay_prob}"
+        if cfg.overlay_max_occlusion != 0.05:
+            key += f"_om{cfg.overlay_max_occlusion}"
     if cfg.scene:
         key += "_scene" + hashlib.sha1(json.dumps(cfg.scene, sort_keys=True).encode()).hexdigest()[:10]
     key += ".npz"
@@ -174,6 +179,7 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
         cfg.overlay_prob,
         cfg.workers,
         scene_config=cfg.scene_config(),
+        overlay_max_occlusion=cfg.overlay_max_occlusion,
     )
     if cache_dir is not None:
         crops.save(cache_dir / key)
