@@ -26,13 +26,16 @@ def test_crops_are_cut_like_the_pipeline_and_deterministic(ycb_root):
     assert -1.0 <= float(target.min()) and float(target.max()) <= 1.0
 
 
-def test_train_writes_a_model_the_pipeline_loads(tmp_path, ycb_root, scene_image):
+def test_train_writes_a_model_the_pipeline_loads(tmp_path, ycb_root, scene_image, caplog):
     cfg = TrainConfig(scenes=4, workers=1, steps=3, batch_size=2, warmup_steps=1, model=dataclasses.replace(TINY_MODEL))
     summary = train(cfg, tmp_path / "model", cache_dir=tmp_path / "cache", progress=False)
     assert summary["steps_done"] == 3 and summary["train_crops"] > 0
     model = CompletionModel.from_pretrained(tmp_path / "model")
     assert model.config.training["steps_done"] == 3, "provenance is stored with the weights"
     assert list((tmp_path / "cache").glob("crops*.npz")), "crops are cached for the next run"
+    late = dataclasses.replace(cfg, max_minutes=1e-6)
+    assert train(late, tmp_path / "late", cache_dir=tmp_path / "cache", progress=False)["steps_done"] == 1
+    assert "max_minutes=1e-06 reached" in caplog.text, "a sitting cut short by time says so"
 
     pipe_cfg = GestaltConfig()
     pipe_cfg.completion.weights = str(tmp_path / "model")

@@ -224,9 +224,10 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
 
     losses: list[float] = []
     step = 0
+    out_of_time = False
     t_train = time.time()
     bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=not progress)
-    while step < cfg.steps:
+    while step < cfg.steps and not out_of_time:
         for target, condition in loader:
             target, condition = target.to(device), condition.to(device)
             keep = (torch.rand(target.shape[0], 1, 1, 1, device=device) >= cfg.condition_dropout).float()
@@ -251,9 +252,8 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
             out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) / 60.0 > cfg.max_minutes
             if step >= cfg.steps or out_of_time:
                 break
-        if cfg.max_minutes > 0 and (time.time() - t_start) / 60.0 > cfg.max_minutes:
-            logger.warning("stopping at step %d: max_minutes=%s reached", step, cfg.max_minutes)
-            break
+    if out_of_time:
+        logger.warning("stopping at step %d: max_minutes=%s reached", step, cfg.max_minutes)
     bar.close()
 
     ema.copy_to(model.parameters())
