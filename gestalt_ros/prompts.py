@@ -84,6 +84,10 @@ class CropWindow:
     def box(self) -> BBox:
         return self.x0, self.y0, self.x0 + self.size, self.y0 + self.size
 
+    def clipped(self, height: int, width: int) -> BBox:
+        """The part of the window inside a height x width image (x1 <= x0 or y1 <= y0: none)."""
+        return max(self.x0, 0), max(self.y0, 0), min(self.x0 + self.size, width), min(self.y0 + self.size, height)
+
     def _affine(self, resolution: int) -> np.ndarray:
         """Maps window pixel centres (image coordinates) to crop pixel centres."""
         r = resolution / self.size
@@ -94,9 +98,7 @@ class CropWindow:
 
         Big windows are first shrunk with area averaging, so a large object is not aliased.
         """
-        h, w = image.shape[:2]
-        sx0, sy0 = max(self.x0, 0), max(self.y0, 0)
-        sx1, sy1 = min(self.x0 + self.size, w), min(self.y0 + self.size, h)
+        sx0, sy0, sx1, sy1 = self.clipped(*image.shape[:2])
         out = np.full((resolution, resolution, 3), fill, dtype=np.uint8)
         if sx1 <= sx0 or sy1 <= sy0:
             return out
@@ -148,7 +150,8 @@ class CropWindow:
             )
             return big.astype(bool) if is_bool else big
         big = cv2.warpAffine(src, inverse, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        x0, y0, x1, y1 = self.clipped(height, width)
         inside = np.zeros((height, width), bool)
-        inside[max(self.y0, 0) : max(self.y0 + self.size, 0), max(self.x0, 0) : max(self.x0 + self.size, 0)] = True
+        inside[y0:y1, x0:x1] = True
         big[~inside] = 0
         return big

@@ -75,3 +75,12 @@ def test_window_past_the_border_is_padded():
     assert (crop[:4, :4] == 127).all() and (crop[5:, 5:] == 9).all()
     pasted = window.paste(np.ones((8, 8), bool), 20, 20)
     assert pasted.all()
+
+
+def test_clipped_window_and_linear_paste_past_the_border():
+    assert CropWindow(-5, 3, 10).clipped(8, 20) == (0, 3, 5, 8)
+    x0, y0, x1, y1 = CropWindow(30, 30, 10).clipped(20, 20)
+    assert x1 <= x0 and y1 <= y0, "a window outside the image clips to nothing"
+    pasted = CropWindow(-4, -4, 12).paste(np.full((4, 4), 0.7, np.float32), 10, 10, linear=True)
+    assert np.allclose(pasted[:8, :8], 0.7) and not pasted[8:].any() and not pasted[:, 8:].any()
+    assert not CropWindow(30, 30, 10).paste(np.ones((4, 4), np.float32), 20, 20, linear=True).any()
