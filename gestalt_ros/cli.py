@@ -3,6 +3,7 @@
 gestalt-ros demo --out DIR                 bag of synthetic scenes -> node -> bag + PNGs
 gestalt-ros node [--ros-args ...]          the ROS 2 node (same as `ros2 run gestalt_ros gestalt_node`)
 gestalt-ros train --config FILE --out DIR  train the embedded completion model
+gestalt-ros average --out DIR A B ...     average the weights of trained models
 gestalt-ros eval --annotations FILE --images-root DIR --out DIR
 gestalt-ros synth --out DIR --scenes N     write a synthetic amodal dataset (generic JSON + PNGs)
 gestalt-ros config                         print the ROS parameter file with every default
@@ -54,6 +55,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         setattr(cfg, key, type(getattr(cfg, key))(value))
     summary = train(cfg, args.out, cache_dir=args.cache_dir, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _cmd_average(args: argparse.Namespace) -> int:
+    from gestalt_ros.train.loop import average_models
+
+    average_models(args.models, args.out)
+    print(f"wrote the mean of {len(args.models)} models to {args.out}")
     return 0
 
 
@@ -119,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a top-level training key")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("average", help="average the weights of models with one architecture (a model soup)")
+    p.add_argument("--out", type=Path, required=True, help="model directory to write")
+    p.add_argument("models", type=Path, nargs="+", help="model directories, e.g. runs/cpu_stage7 runs/cpu_stage8")
+    p.set_defaults(func=_cmd_average)
 
     p = sub.add_parser("synth", help="write a synthetic amodal dataset (generic JSON + PNGs)")
     p.add_argument("--out", type=Path, required=True)

@@ -198,3 +198,33 @@ def test_overlay_max_occlusion_gives_partly_hidden_objects_a_second_occluder():
     assert original == np.float32(ratio)
     assert ratio < pasted <= 0.7, "the second occluder hides more of the target, within paste_occluder's range"
     np.testing.assert_array_equal(partly.amodal[0], partly.amodal[0] | partly.visible[0])
+
+
+def test_average_models_is_the_parameter_mean_and_checks_the_architecture(tmp_path):
+    import torch
+
+    from gestalt_ros.train.loop import average_models
+
+    for seed, name in ((0, "a"), (1, "b")):
+        torch.manual_seed(seed)
+        model = CompletionModel(dataclasses.replace(TINY_MODEL, training={"steps_done": seed + 1}))
+        model.save_pretrained(tmp_path / name)
+    average_models([tmp_path / "a", tmp_path / "b"], tmp_path / "mean")
+    a, b, mean = (CompletionModel.from_pretrained(tmp_path / n) for n in ("a", "b", "mean"))
+    sa, sb, sm = a.state_dict(), b.state_dict(), mean.state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+    for k in sa:
+        torch.testing.assert_close(sm[k], (sa[k] + sb[k]) / 2)
+    from gestalt_ros.cli import main
+
+    assert main(["average", "--out", str(tmp_path / "cli"), str(tmp_path / "a"), str(tmp_path / "b")]) == 0
+    cli = CompletionModel.from_pretrained(tmp_path / "cli").state_dict()
+    assert all(torch.equal(cli[k], sm[k]) for k in sm), "the CLI writes the same mean"
+    history = mean.config.training["average_of"]
+    assert [h["training"]["steps_done"] for h in history] == [1, 2], "each source's provenance is kept"
+
+    CompletionModel(dataclasses.replace(TINY_MODEL, block_out_channels=(16, 48))).save_pretrained(tmp_path / "wide")
+    with pytest.raises(ValueError, match="architecture"):
+        average_models([tmp_path / "a", tmp_path / "wide"], tmp_path / "bad")
+    with pytest.raises(ValueError, match="at least two"):
+        average_models([tmp_path / "a"], tmp_path / "bad")

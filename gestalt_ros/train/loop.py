@@ -153,6 +153,28 @@ def load_start_weights(model: CompletionModel, start: CompletionModel) -> None:
     model.load_state_dict(state)
 
 
+def average_models(directories: list[str | Path], out_dir: str | Path) -> CompletionModel:
+    """Save the parameter mean of models with one architecture to ``out_dir`` (a "model soup").
+
+    Sittings that continue one another end near each other in weight space, and their mean
+    often scores above either. ``gestalt.json`` records each source's training history.
+    """
+    if len(directories) < 2:
+        raise ValueError("averaging needs at least two model directories")
+    models = [CompletionModel.from_pretrained(d) for d in directories]
+    first = dataclasses.replace(models[0].config, training={})
+    for d, m in zip(directories[1:], models[1:]):
+        if dataclasses.replace(m.config, training={}) != first:
+            raise ValueError(f"{d}: its architecture {m.config} differs from {directories[0]}'s")
+    states = [m.state_dict() for m in models]
+    mean = {k: sum(s[k] for s in states) / len(states) for k in states[0]}
+    history = [{"directory": str(d), "training": m.config.training} for d, m in zip(directories, models)]
+    out = CompletionModel(dataclasses.replace(first, training={"average_of": history}))
+    out.load_state_dict(mean)
+    out.save_pretrained(out_dir)
+    return out
+
+
 def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
     """Training crops for ``cfg``; cached under ``cache_dir`` keyed by what decides them."""
     from gestalt_ros.data.synthetic import TRAIN_OBJECTS
