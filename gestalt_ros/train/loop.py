@@ -48,11 +48,11 @@ class TrainConfig:
     crop_jitter: float = 0.1
     # Fraction of (almost) unoccluded objects kept as training examples.
     keep_unoccluded: float = 0.3
-    # Whole objects also yield a copy occluded by a 2D-pasted object with this probability
-    # (pix2gestalt's overlay recipe; ``datasets.paste_occluder``).
+    # Objects hidden by less than ``overlay_max_occlusion`` (0.05: whole ones only) also
+    # yield, with this probability, a copy occluded by a 2D-pasted object (pix2gestalt's
+    # overlay recipe; ``datasets.paste_occluder``). A higher limit gives objects the scene
+    # already hides in part a second occluder.
     overlay_prob: float = 0.0
-    # Objects hidden by less than this get such a copy (0.05: whole objects only; higher
-    # values give objects the scene already hides in part a second occluder).
     overlay_max_occlusion: float = 0.05
     batch_size: int = 16
     steps: int = 4000
