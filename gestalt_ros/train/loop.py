@@ -175,7 +175,7 @@ def average_models(directories: list[str | Path], out_dir: str | Path) -> Comple
     return out
 
 
-def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
+def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None, progress: bool = True) -> CropSet:
     """Training crops for ``cfg``; cached under ``cache_dir`` keyed by what decides them."""
     from gestalt_ros.data.synthetic import TRAIN_OBJECTS
 
@@ -202,6 +202,7 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None) -> CropSet:
         cfg.workers,
         scene_config=cfg.scene_config(),
         overlay_max_occlusion=cfg.overlay_max_occlusion,
+        progress=progress,
     )
     if cache_dir is not None:
         crops.save(cache_dir / key)
@@ -216,7 +217,7 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
-    crops = load_or_build_crops(cfg, cache_dir)
+    crops = load_or_build_crops(cfg, cache_dir, progress)
     if len(crops) == 0:
         raise RuntimeError("the scene generator produced no usable training crops")
     t_data = time.time() - t_start
