@@ -217,6 +217,11 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
+
+    def minutes() -> float:
+        """Wall time of the run so far, rendering included: what ``max_minutes`` bounds."""
+        return (time.time() - t_start) / 60.0
+
     crops = load_or_build_crops(cfg, cache_dir, progress)
     if len(crops) == 0:
         raise RuntimeError("the scene generator produced no usable training crops")
@@ -234,9 +239,7 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     scheduler = make_scheduler(cfg.model)
     ema = EMAModel(model.parameters(), decay=cfg.ema_decay)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=1e-4)
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: cfg.lr_factor(s, (time.time() - t_start) / 60.0)
-    )
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cfg.lr_factor(s, minutes()))
     loader = torch.utils.data.DataLoader(
         CompletionDataset(crops, alpha=cfg.model.synthesize_alpha),
         batch_size=cfg.batch_size,
@@ -272,7 +275,7 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            out_of_time = cfg.max_minutes > 0 and (time.time() - t_start) / 60.0 > cfg.max_minutes
+            out_of_time = cfg.max_minutes > 0 and minutes() > cfg.max_minutes
             if step >= cfg.steps or out_of_time:
                 break
     if out_of_time:
@@ -288,7 +291,7 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
         "loss_first_100": float(np.mean(losses[:100])),
         "minutes_data": round(t_data / 60.0, 2),
         "minutes_train": round((time.time() - t_train) / 60.0, 2),
-        "minutes_total": round((time.time() - t_start) / 60.0, 2),
+        "minutes_total": round(minutes(), 2),
         "machine": f"{platform.machine()} {torch.get_num_threads()} threads, device {cfg.device}",
         "torch": torch.__version__,
     }
