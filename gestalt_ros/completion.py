@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gestalt_ros.prompts import CropWindow
+
 logger = logging.getLogger(__name__)
 
 MODEL_CARD = "gestalt.json"
@@ -46,8 +48,10 @@ class CompletionModelConfig:
     # frequencies, the model learns to read them, and at inference it reads the initial noise's
     # instead (every sample then grows a seed-dependent blob). Zero SNR removes that leak.
     rescale_betas_zero_snr: bool = False
-    # Square crop side = crop_scale x the longer side of the visible box (see prompts.CropWindow).
+    # The crop window is crop_scale x the visible box, at most crop_max_aspect times longer
+    # than wide (1: square); see prompts.CropWindow.around.
     crop_scale: float = 2.5
+    crop_max_aspect: float = 1.0
     # Also synthesize the whole object's alpha (its amodal mask in the crop) as a 4th channel.
     # The amodal stage then thresholds alpha, which the model learns directly from the exact
     # synthetic masks, instead of the whiteness of the RGB (wrong for white object parts).
@@ -188,9 +192,10 @@ class CompletionSampler:
     def resolution(self) -> int:
         return self.model.config.resolution
 
-    @property
-    def crop_scale(self) -> float:
-        return self.model.config.crop_scale
+    def window_around(self, visible: np.ndarray) -> CropWindow:
+        """The crop window for a visible mask, by the rule this model was trained with."""
+        cfg = self.model.config
+        return CropWindow.around(visible, cfg.crop_scale, cfg.crop_max_aspect)
 
     def check_inputs(self, crop: np.ndarray, visible: np.ndarray, num_samples: int, steps: int) -> None:
         r = self.resolution

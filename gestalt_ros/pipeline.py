@@ -14,7 +14,7 @@ import torch
 from gestalt_ros.amodal import closest_sample, foreground_masks, to_frame, vote
 from gestalt_ros.backends import Components, build_components
 from gestalt_ros.config import GestaltConfig
-from gestalt_ros.prompts import CropWindow, check_image
+from gestalt_ros.prompts import check_image
 from gestalt_ros.recognition import whole_object_view
 from gestalt_ros.types import ObjectResult, Prompt, mask_bbox
 
@@ -48,7 +48,7 @@ class GestaltPipeline:
 
         completer = self.components.completer
         with _timed(timings, "completion"):
-            window = CropWindow.around(visible, completer.crop_scale)
+            window = completer.window_around(visible)
             crop = window.crop_image(image, completer.resolution)
             crop_visible = window.crop_mask(visible, completer.resolution)
             generator = torch.Generator().manual_seed(cfg.completion.seed if seed is None else seed)

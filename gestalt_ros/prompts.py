@@ -1,7 +1,7 @@
 """Prompt checks and the one transform between camera pixels and the model's crop.
 
-The completion model sees a square window around the visible part, scaled so that the
-hidden part fits, resized to the model's resolution. ``CropWindow`` is that mapping; the
+The completion model sees a window around the visible part, scaled so that the hidden part
+fits, resized to the model's square resolution. ``CropWindow`` is that mapping; the
 trainer uses the same class, so training and inference crop identically.
 """
 
@@ -63,51 +63,70 @@ def check_prompt(prompt: Prompt, height: int, width: int) -> Prompt:
 
 @dataclass(frozen=True)
 class CropWindow:
-    """A square window of the camera image, in pixels; may extend past the image borders.
+    """A window of the camera image, in pixels; may extend past the image borders.
 
-    ``scale`` times the longer side of the visible box, centred on it, and at least
-    ``min_size`` pixels, so a small or thin visible part still leaves room for the hidden part.
+    ``scale`` times the visible box, centred on it, and at least ``min_size`` pixels a side,
+    so a small or thin visible part still leaves room for the hidden part. The window is
+    square (``max_aspect`` 1) or, for an elongated visible part, up to ``max_aspect`` times
+    longer than wide: resized to the model's square crop, a thin object is then stretched
+    across its length instead of shrinking to a line one or two crop pixels wide.
     """
 
     x0: int
     y0: int
-    size: int
+    width: int
+    height: int
 
     @classmethod
-    def around(cls, visible: np.ndarray, scale: float, min_size: int = 16) -> CropWindow:
+    def around(cls, visible: np.ndarray, scale: float, max_aspect: float = 1.0, min_size: int = 16) -> CropWindow:
+        if max_aspect < 1.0:
+            raise ValueError(f"max_aspect must be at least 1, got {max_aspect}")
         x0, y0, x1, y1 = mask_bbox(visible)
-        size = max(int(round(max(x1 - x0, y1 - y0) * scale)), min_size)
+        shortest = max(x1 - x0, y1 - y0) / max_aspect
+        width = max(int(round(max(x1 - x0, shortest) * scale)), min_size)
+        height = max(int(round(max(y1 - y0, shortest) * scale)), min_size)
         cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0
-        return cls(int(round(cx - size / 2.0)), int(round(cy - size / 2.0)), size)
+        return cls(int(round(cx - width / 2.0)), int(round(cy - height / 2.0)), width, height)
+
+    @classmethod
+    def from_box(cls, box: BBox) -> CropWindow:
+        """The window whose ``box`` is ``box`` (as stored in ``ObjectResult.crop_box``)."""
+        x0, y0, x1, y1 = box
+        return cls(x0, y0, x1 - x0, y1 - y0)
 
     @property
     def box(self) -> BBox:
-        return self.x0, self.y0, self.x0 + self.size, self.y0 + self.size
+        return self.x0, self.y0, self.x0 + self.width, self.y0 + self.height
 
     def clipped(self, height: int, width: int) -> BBox:
         """The part of the window inside a height x width image (x1 <= x0 or y1 <= y0: none)."""
-        return max(self.x0, 0), max(self.y0, 0), min(self.x0 + self.size, width), min(self.y0 + self.size, height)
+        return max(self.x0, 0), max(self.y0, 0), min(self.x0 + self.width, width), min(self.y0 + self.height, height)
 
     def _affine(self, resolution: int) -> np.ndarray:
         """Maps window pixel centres (image coordinates) to crop pixel centres."""
-        r = resolution / self.size
-        return np.array([[r, 0.0, (0.5 - self.x0) * r - 0.5], [0.0, r, (0.5 - self.y0) * r - 0.5]])
+        rx, ry = resolution / self.width, resolution / self.height
+        return np.array([[rx, 0.0, (0.5 - self.x0) * rx - 0.5], [0.0, ry, (0.5 - self.y0) * ry - 0.5]])
 
     def crop_image(self, image: np.ndarray, resolution: int, fill: int = 127) -> np.ndarray:
         """H x W x 3 uint8 -> resolution x resolution x 3; grey outside the image.
 
-        Big windows are first shrunk with area averaging, so a large object is not aliased.
+        An axis the window shrinks is first shrunk with area averaging, so a large object
+        is not aliased; the rest of the mapping is one affine warp.
         """
         sx0, sy0, sx1, sy1 = self.clipped(*image.shape[:2])
         out = np.full((resolution, resolution, 3), fill, dtype=np.uint8)
         if sx1 <= sx0 or sy1 <= sy0:
             return out
-        r = resolution / self.size
-        if r < 1.0:  # area-average the visible region once, then place it by affine warp
+        rx, ry = resolution / self.width, resolution / self.height
+        if min(rx, ry) < 1.0:  # area-average the visible region once, then place it by affine warp
             part = image[sy0:sy1, sx0:sx1]
-            pw, ph = max(int(round(part.shape[1] * r)), 1), max(int(round(part.shape[0] * r)), 1)
+            pw = max(int(round(part.shape[1] * min(rx, 1.0))), 1)
+            ph = max(int(round(part.shape[0] * min(ry, 1.0))), 1)
             part = cv2.resize(part, (pw, ph), interpolation=cv2.INTER_AREA)
-            m = np.array([[1.0, 0.0, (sx0 - self.x0) * r], [0.0, 1.0, (sy0 - self.y0) * r]])
+            gx, gy = max(rx, 1.0), max(ry, 1.0)  # what is left to enlarge
+            m = np.array(
+                [[gx, 0.0, 0.5 * gx - 0.5 + (sx0 - self.x0) * rx], [0.0, gy, 0.5 * gy - 0.5 + (sy0 - self.y0) * ry]]
+            )
             return cv2.warpAffine(
                 part, m, (resolution, resolution), dst=out, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_TRANSPARENT
             )

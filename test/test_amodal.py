@@ -78,7 +78,7 @@ def test_smooth_paste_follows_a_large_object_closer_than_pixel_paste():
     """A 16-px crop of a disc pasted into a 160-px window: interpolating the evidence before
     thresholding recovers the round edge; nearest neighbour leaves 10-px stairs."""
     truth = _disc(160, 50)
-    window = CropWindow(0, 0, 160)
+    window = CropWindow(0, 0, 160, 160)
     evidence = cv2.resize(truth.astype(np.float32), (16, 16), interpolation=cv2.INTER_AREA)
     crop_visible = evidence > 0.5
     visible = np.zeros_like(truth)
@@ -97,7 +97,7 @@ def test_smooth_paste_thresholds_between_agreement_levels_and_drops_detached_blo
     evidence[0, 7] = 1.0  # a detached blob
     crop_visible = np.zeros((8, 8), bool)
     crop_visible[3, 1] = True
-    window = CropWindow(0, 0, 80)
+    window = CropWindow(0, 0, 80, 80)
     mask = to_frame(evidence, 0.5, crop_visible, np.zeros((80, 80), bool), window, AmodalConfig())
     # the 0.75 -> 0.25 edge lies between crop pixel centres 3 and 4, i.e. at x = 40
     assert mask[40, 5:39].all() and not mask[40, 41:].any()

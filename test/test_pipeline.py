@@ -56,8 +56,7 @@ def test_amodal_comes_from_the_vote(pipeline, scene_image, smooth):
     cfg = replace(pipeline.config, amodal=amodal_cfg)
     r = GestaltPipeline(pipeline.components, cfg)(image, MaskPrompt(visible))
     voted, agreement = vote(r.sample_masks, cfg.amodal.vote_threshold)
-    x0, y0, x1, _ = r.crop_box
-    window = CropWindow(x0, y0, x1 - x0)
+    window = CropWindow.from_box(r.crop_box)
     if smooth:
         expected = window.paste(agreement, *image.shape[:2], linear=True) > cfg.amodal.vote_threshold
     else:

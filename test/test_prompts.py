@@ -43,7 +43,7 @@ def test_crop_window_is_centred_and_scaled():
     mask = np.zeros((100, 120), bool)
     mask[40:60, 50:70] = True
     window = CropWindow.around(mask, 2.0)
-    assert window == CropWindow(40, 30, 40)
+    assert window == CropWindow(40, 30, 40, 40)
     small = window.crop_mask(mask, 32)
     assert mask_bbox(small) == (8, 8, 24, 24)
 
@@ -52,12 +52,12 @@ def test_paste_inverts_crop_for_masks():
     mask = np.zeros((90, 70), bool)
     mask[10:50, 20:44] = True
     window = CropWindow.around(mask, 1.5)
-    back = window.paste(window.crop_mask(mask, window.size), 90, 70)
+    back = window.paste(window.crop_mask(mask, window.width), 90, 70)
     assert np.array_equal(back, mask)
 
 
 def test_linear_paste_interpolates_float_maps_only():
-    window = CropWindow(10, 10, 40)
+    window = CropWindow(10, 10, 40, 40)
     ramp = np.tile(np.linspace(0.0, 1.0, 4, dtype=np.float32), (4, 1))
     big = window.paste(ramp, 60, 60, linear=True)
     assert not big[:10].any() and not big[:, 50:].any()  # zero outside the window
@@ -70,7 +70,7 @@ def test_linear_paste_interpolates_float_maps_only():
 
 def test_window_past_the_border_is_padded():
     image = np.full((20, 20, 3), 9, np.uint8)
-    window = CropWindow(-20, -20, 40)
+    window = CropWindow(-20, -20, 40, 40)
     crop = window.crop_image(image, 8)
     assert (crop[:4, :4] == 127).all() and (crop[5:, 5:] == 9).all()
     pasted = window.paste(np.ones((8, 8), bool), 20, 20)
@@ -78,9 +78,40 @@ def test_window_past_the_border_is_padded():
 
 
 def test_clipped_window_and_linear_paste_past_the_border():
-    assert CropWindow(-5, 3, 10).clipped(8, 20) == (0, 3, 5, 8)
-    x0, y0, x1, y1 = CropWindow(30, 30, 10).clipped(20, 20)
+    assert CropWindow(-5, 3, 10, 10).clipped(8, 20) == (0, 3, 5, 8)
+    x0, y0, x1, y1 = CropWindow(30, 30, 10, 10).clipped(20, 20)
     assert x1 <= x0 and y1 <= y0, "a window outside the image clips to nothing"
-    pasted = CropWindow(-4, -4, 12).paste(np.full((4, 4), 0.7, np.float32), 10, 10, linear=True)
+    pasted = CropWindow(-4, -4, 12, 12).paste(np.full((4, 4), 0.7, np.float32), 10, 10, linear=True)
     assert np.allclose(pasted[:8, :8], 0.7) and not pasted[8:].any() and not pasted[:, 8:].any()
-    assert not CropWindow(30, 30, 10).paste(np.ones((4, 4), np.float32), 20, 20, linear=True).any()
+    assert not CropWindow(30, 30, 10, 10).paste(np.ones((4, 4), np.float32), 20, 20, linear=True).any()
+
+
+def test_stretched_window_keeps_a_thin_object_visible():
+    mask = np.zeros((100, 200), bool)
+    mask[48:52, 20:180] = True  # a 40:1 log
+    square = CropWindow.around(mask, 2.0)
+    assert square.width == square.height == 320
+    assert square.crop_mask(mask, 64).sum(axis=0).max() <= 1, "a square crop leaves a line at most one pixel wide"
+    window = CropWindow.around(mask, 2.0, max_aspect=4.0)
+    assert (window.width, window.height) == (320, 80)
+    assert window.box == (-60, 10, 260, 90)  # centred on the visible box
+    small = window.crop_mask(mask, 64)
+    assert mask_bbox(small) == (16, 30, 48, 34), "stretched across, the log is 4 crop pixels wide"
+    back = window.paste(small, 100, 200)
+    assert back[mask].all() and back.sum() <= 1.25 * mask.sum(), "the paste maps the crop back onto the log"
+    assert CropWindow.around(mask.T, 2.0, max_aspect=4.0).height == 320, "an upright object stretches sideways"
+    assert CropWindow.from_box(window.box) == window
+    with pytest.raises(ValueError, match="max_aspect"):
+        CropWindow.around(mask, 2.0, max_aspect=0.5)
+
+
+def test_stretched_window_crops_the_image_like_the_mask():
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[48:52, 20:180] = 200
+    mask = image[..., 0] > 0
+    window = CropWindow.around(mask, 2.0, max_aspect=4.0)  # shrinks x by 5, y by 1.25: area path
+    crop = window.crop_image(image, 64, fill=0)
+    assert mask_bbox(crop[..., 0] > 100) == mask_bbox(window.crop_mask(mask, 64)) == (16, 30, 48, 34)
+    big = CropWindow.around(mask, 2.0, max_aspect=40.0)  # 320 x 16 window: enlarges y by 4
+    assert (big.width, big.height) == (320, 16)
+    assert mask_bbox(big.crop_image(image, 64, fill=0)[..., 0] > 100) == mask_bbox(big.crop_mask(mask, 64))

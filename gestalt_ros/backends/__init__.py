@@ -19,7 +19,9 @@ class Components:
     """The three callables a pipeline chains (see pipeline.GestaltPipeline)."""
 
     segmenter: Any  # (image, prompt) -> visible mask
-    completer: Any  # CompletionSampler-like: (crop, visible, ..., mirror) -> completions; .resolution, .crop_scale
+    completer: (
+        Any  # CompletionSampler-like: (crop, visible, ..., mirror) -> completions; .resolution, .window_around(visible)
+    )
     recognizer: Any  # (list of RGB) -> list of top-k (label, score)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,6 +63,7 @@ def scene_crops(
     resolution: int,
     crop_scale: float,
     rng: np.random.Generator,
+    crop_max_aspect: float = 1.0,
     jitter: float = 0.0,
     min_visible_px: int = 30,
     keep_unoccluded: float = 1.0,
@@ -72,7 +73,8 @@ def scene_crops(
     """Crops of every usable object of one ``synthetic.Scene``.
 
     Objects whose visible part is tiny, or whose amodal mask touches the frame (the truth is
-    cut off there), are skipped. ``jitter`` randomly scales and shifts the window by up to
+    cut off there), are skipped. ``crop_scale`` and ``crop_max_aspect`` are the model's window
+    rule (``CropWindow.around``). ``jitter`` randomly scales and shifts the window by up to
     that fraction, so the model does not depend on a perfectly tight visible box. Objects
     hidden by less than 5% are kept with probability ``keep_unoccluded``: enough of them to
     learn not to invent parts, few enough that completing hidden parts dominates training.
@@ -85,10 +87,11 @@ def scene_crops(
     images, visible, targets, amodal_crops, occlusion = [], [], [], [], []
 
     def add(image: np.ndarray, obj_visible: np.ndarray, obj: SceneObject, ratio: float) -> None:
-        window = CropWindow.around(obj_visible, crop_scale * float(np.exp(rng.uniform(-jitter, jitter))))
+        scale = crop_scale * float(np.exp(rng.uniform(-jitter, jitter)))
+        window = CropWindow.around(obj_visible, scale, crop_max_aspect)
         if jitter:
-            shift = rng.uniform(-jitter, jitter, size=2) * window.size
-            window = CropWindow(window.x0 + int(shift[0]), window.y0 + int(shift[1]), window.size)
+            shift = rng.uniform(-jitter, jitter, size=2) * (window.width, window.height)
+            window = replace(window, x0=window.x0 + int(shift[0]), y0=window.y0 + int(shift[1]))
         images.append(window.crop_image(image, resolution))
         visible.append(window.crop_mask(obj_visible, resolution))
         targets.append(window.crop_image(obj.whole, resolution, fill=255))
@@ -200,11 +203,13 @@ def build_crops(
     progress: bool = True,
     scene_config: SceneConfig | None = None,
     overlay_max_occlusion: float = 0.05,
+    crop_max_aspect: float = 1.0,
 ) -> CropSet:
     """Render ``n_scenes`` scenes in ``workers`` processes and cut their crops (deterministic)."""
     crop_options = dict(
         resolution=resolution,
         crop_scale=crop_scale,
+        crop_max_aspect=crop_max_aspect,
         jitter=jitter,
         keep_unoccluded=keep_unoccluded,
         overlay=overlay,

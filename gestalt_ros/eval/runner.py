@@ -32,8 +32,7 @@ logger = logging.getLogger(__name__)
 def sample_masks(result: ObjectResult, cfg: AmodalConfig) -> np.ndarray:
     """Each completion's own amodal mask at image resolution, post-processed like the vote:
     (N, H, W) bool, for best-of-N."""
-    x0, y0, x1, _ = result.crop_box
-    window = CropWindow(x0, y0, x1 - x0)
+    window = CropWindow.from_box(result.crop_box)
     crop_visible = window.crop_mask(result.visible_mask, result.sample_masks.shape[1])
     # One sample's mask is 0 or 1; its edge is where the interpolated mask crosses 0.5.
     return np.stack(

@@ -127,13 +127,15 @@ def _regression_target(prediction_type: str, scheduler, target, noise, t) -> tor
 
 
 def load_start_weights(model: CompletionModel, start: CompletionModel) -> None:
-    """Copy ``start``'s weights into ``model`` (same architecture up to the schedule fields).
+    """Copy ``start``'s weights into ``model`` (same architecture up to the schedule and crop fields).
 
     An RGB start may also seed an RGBA model (``synthesize_alpha``): its UNet is reused as is,
     the new noisy-alpha input starts with zero weights (ignored at first) and the new alpha
     output channels keep their fresh initialisation, so the RGB behaviour carries over.
     """
-    same = {f: getattr(model.config, f) for f in SCHEDULE_FIELDS + ("synthesize_alpha",)}
+    # The crop rule may change too: a sitting can teach an RGB model stretched windows.
+    free = SCHEDULE_FIELDS + ("synthesize_alpha", "crop_scale", "crop_max_aspect")
+    same = {f: getattr(model.config, f) for f in free}
     if dataclasses.replace(start.config, **same) != model.config or (
         start.config.synthesize_alpha and not model.config.synthesize_alpha
     ):
@@ -180,6 +182,8 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None, progress: bool
     from gestalt_ros.data.synthetic import TRAIN_OBJECTS
 
     key = f"crops{CROPS_FORMAT}_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}"
+    if cfg.model.crop_max_aspect != 1.0:
+        key += f"_a{cfg.model.crop_max_aspect}"
     if cfg.overlay_prob:
         key += f"_o{cfg.overlay_prob}"
         if cfg.overlay_max_occlusion != 0.05:
@@ -202,6 +206,7 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None, progress: bool
         cfg.workers,
         scene_config=cfg.scene_config(),
         overlay_max_occlusion=cfg.overlay_max_occlusion,
+        crop_max_aspect=cfg.model.crop_max_aspect,
         progress=progress,
     )
     if cache_dir is not None:
