@@ -120,3 +120,27 @@ def test_an_rgba_model_is_thresholded_on_alpha_not_whiteness(tmp_path, tiny_pipe
     assert low.completions.shape[-1] == 3, "alpha leaves the pipeline as masks, not as a 4th channel"
     assert low.sample_masks.sum() > high.sample_masks.sum() and (low.sample_masks >= high.sample_masks).all()
     assert np.array_equal(masks(alpha_threshold=1, white_threshold=0).sample_masks, low.sample_masks)
+
+
+def test_the_crop_window_follows_the_models_crop_rule(tmp_path, scene_image):
+    """A model trained with stretched windows (``crop_max_aspect``) gets them at inference too."""
+    import dataclasses
+
+    from conftest import TINY_MODEL
+
+    from gestalt_ros.completion import CompletionModel
+    from gestalt_ros.config import GestaltConfig
+
+    image, _ = scene_image
+    thin = np.zeros(image.shape[:2], bool)
+    thin[30:33, 4:44] = True  # 40 x 3 pixels
+    boxes = {}
+    for aspect in (1.0, 3.0):
+        CompletionModel(dataclasses.replace(TINY_MODEL, crop_max_aspect=aspect)).save_pretrained(tmp_path / str(aspect))
+        cfg = GestaltConfig()
+        cfg.completion.weights = str(tmp_path / str(aspect))
+        cfg.completion.num_samples = 1
+        x0, y0, x1, y1 = GestaltPipeline.from_config(cfg)(image, MaskPrompt(thin)).crop_box
+        boxes[aspect] = (x1 - x0, y1 - y0)
+    assert boxes[1.0] == (80, 80), "square: 2x the longer side"
+    assert boxes[3.0] == (80, 27), "stretched: at most 3 times longer than high"

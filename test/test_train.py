@@ -90,7 +90,11 @@ def test_scene_overrides_are_checked_and_key_the_crop_cache(tmp_path, ycb_root):
     a = load_or_build_crops(plain, tmp_path)
     b = load_or_build_crops(mixed, tmp_path)
     c = load_or_build_crops(dataclasses.replace(plain, overlay_prob=1.0), tmp_path)
-    assert len(list(tmp_path.glob("crops*.npz"))) == 3, "scene overrides and overlay are part of the cache key"
+    stretched = dataclasses.replace(plain, model=dataclasses.replace(TINY_MODEL, crop_max_aspect=3.0))
+    d = load_or_build_crops(stretched, tmp_path)
+    assert len(list(tmp_path.glob("crops*.npz"))) == 4, "scene overrides, overlay and crop rule key the cache"
+    assert len(d) == len(a) and not np.array_equal(d.visible, a.visible), "same objects, other windows"
+    assert d.visible.sum() >= a.visible.sum(), "a stretched window shows a thin part larger"
     assert len(a) and len(b) and not np.array_equal(a.targets[:1], b.targets[:1])
     assert len(c) > len(a), "whole objects add pasted-occluder copies"
 
@@ -112,6 +116,9 @@ def test_init_from_continues_and_checks_the_architecture(tmp_path, ycb_root):
     chain = CompletionModel.from_pretrained(tmp_path / "b").config.training
     assert chain["init_from_training"]["steps_done"] == 1, "the continued model records where it started"
 
+    stretched = dataclasses.replace(cont, model=dataclasses.replace(TINY_MODEL, crop_max_aspect=2.0))
+    train(stretched, tmp_path / "s", cache_dir=tmp_path / "cache", progress=False)
+    assert CompletionModel.from_pretrained(tmp_path / "s").config.crop_max_aspect == 2.0, "a sitting may change crops"
     wider = dataclasses.replace(cont, model=dataclasses.replace(TINY_MODEL, block_out_channels=(16, 48)))
     with pytest.raises(ValueError, match="architecture"):
         train(wider, tmp_path / "c", cache_dir=tmp_path / "cache", progress=False)
