@@ -64,6 +64,10 @@ class CompletionModelConfig:
         """Channels of the synthesized image: RGB, or RGBA with ``synthesize_alpha``."""
         return 4 if self.synthesize_alpha else 3
 
+    def __post_init__(self) -> None:
+        if self.crop_max_aspect < 1.0:  # caught when the model loads, not on every prompt
+            raise ValueError(f"crop_max_aspect must be at least 1, got {self.crop_max_aspect}")
+
     @classmethod
     def from_dict(cls, data: dict) -> CompletionModelConfig:
         data = dict(data)

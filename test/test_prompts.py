@@ -103,6 +103,10 @@ def test_stretched_window_keeps_a_thin_object_visible():
     assert CropWindow.from_box(window.box) == window
     with pytest.raises(ValueError, match="max_aspect"):
         CropWindow.around(mask, 2.0, max_aspect=0.5)
+    from gestalt_ros.completion import CompletionModelConfig
+
+    with pytest.raises(ValueError, match="crop_max_aspect"):
+        CompletionModelConfig(crop_max_aspect=0.5)
 
 
 def test_stretched_window_crops_the_image_like_the_mask():

@@ -19,9 +19,8 @@ class Components:
     """The three callables a pipeline chains (see pipeline.GestaltPipeline)."""
 
     segmenter: Any  # (image, prompt) -> visible mask
-    completer: (
-        Any  # CompletionSampler-like: (crop, visible, ..., mirror) -> completions; .resolution, .window_around(visible)
-    )
+    # CompletionSampler-like: (crop, visible, ..., mirror) -> completions; .resolution, .window_around(visible)
+    completer: Any
     recognizer: Any  # (list of RGB) -> list of top-k (label, score)
 
 

@@ -133,7 +133,7 @@ def load_start_weights(model: CompletionModel, start: CompletionModel) -> None:
     the new noisy-alpha input starts with zero weights (ignored at first) and the new alpha
     output channels keep their fresh initialisation, so the RGB behaviour carries over.
     """
-    # The crop rule may change too: a sitting can teach an RGB model stretched windows.
+    # The crop rule may change too: a sitting can teach a square-window model stretched windows.
     free = SCHEDULE_FIELDS + ("synthesize_alpha", "crop_scale", "crop_max_aspect")
     same = {f: getattr(model.config, f) for f in free}
     if dataclasses.replace(start.config, **same) != model.config or (
