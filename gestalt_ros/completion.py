@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +63,11 @@ class CompletionModelConfig:
     def channels(self) -> int:
         """Channels of the synthesized image: RGB, or RGBA with ``synthesize_alpha``."""
         return 4 if self.synthesize_alpha else 3
+
+    def same_except(self, other: CompletionModelConfig, free: tuple[str, ...] = ("training",)) -> bool:
+        """Whether ``other`` equals this config up to the fields in ``free`` (one architecture check
+        for continuing a model and for averaging models, each with its own ``free`` fields)."""
+        return replace(self, **{f: getattr(other, f) for f in free}) == other
 
     def __post_init__(self) -> None:
         if self.crop_max_aspect < 1.0:  # caught when the model loads, not on every prompt

@@ -135,8 +135,7 @@ def load_start_weights(model: CompletionModel, start: CompletionModel) -> None:
     """
     # The crop rule may change too: a sitting can teach a square-window model stretched windows.
     free = SCHEDULE_FIELDS + ("synthesize_alpha", "crop_scale", "crop_max_aspect")
-    same = {f: getattr(model.config, f) for f in free}
-    if dataclasses.replace(start.config, **same) != model.config or (
+    if not start.config.same_except(model.config, free) or (
         start.config.synthesize_alpha and not model.config.synthesize_alpha
     ):
         raise ValueError(f"init_from: its architecture {start.config} differs from {model.config}")
@@ -164,9 +163,9 @@ def average_models(directories: list[str | Path], out_dir: str | Path) -> Comple
     if len(directories) < 2:
         raise ValueError("averaging needs at least two model directories")
     models = [CompletionModel.from_pretrained(d) for d in directories]
-    first = dataclasses.replace(models[0].config, training={})
+    first = models[0].config
     for d, m in zip(directories[1:], models[1:]):
-        if dataclasses.replace(m.config, training={}) != first:
+        if not m.config.same_except(first):
             raise ValueError(f"{d}: its architecture {m.config} differs from {directories[0]}'s")
     states = [m.state_dict() for m in models]
     mean = {k: sum(s[k] for s in states) / len(states) for k in states[0]}
