@@ -63,12 +63,12 @@ def scene_crops(
     resolution: int,
     crop_scale: float,
     rng: np.random.Generator,
-    crop_max_aspect: float = 1.0,
     jitter: float = 0.0,
     min_visible_px: int = 30,
     keep_unoccluded: float = 1.0,
     overlay: float = 0.0,
     overlay_max_occlusion: float = 0.05,
+    crop_max_aspect: float = 1.0,
 ) -> CropSet:
     """Crops of every usable object of one ``synthetic.Scene``.
 
