@@ -9,19 +9,58 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Protocol
+
+import numpy as np
+import torch
 
 from gestalt_ros.config import ConfigError, GestaltConfig
+from gestalt_ros.prompts import CropWindow
+from gestalt_ros.types import Prompt
+
+
+class Segmenter(Protocol):
+    def __call__(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
+        """H x W x 3 uint8 RGB + prompt -> H x W bool visible mask (never empty)."""
+
+
+class Completer(Protocol):
+    """Synthesizes whole objects in a square crop around the visible part."""
+
+    @property
+    def resolution(self) -> int:
+        """Side of the square crop the model works at, pixels."""
+
+    def window_around(self, visible: np.ndarray) -> CropWindow:
+        """The crop window for a visible mask, by the rule the model was trained with."""
+
+    def __call__(
+        self,
+        crop: np.ndarray,
+        visible: np.ndarray,
+        num_samples: int,
+        num_inference_steps: int,
+        guidance_scale: float,
+        eta: float,
+        generator: torch.Generator | None,
+        strength: float,
+        mirror: bool,
+    ) -> np.ndarray:
+        """(r, r, 3) uint8 crop + (r, r) bool visible -> (N, r, r, C) uint8, C = 3 or 4 (alpha)."""
+
+
+class Recognizer(Protocol):
+    def __call__(self, images: list[np.ndarray]) -> list[list[tuple[str, float]]]:
+        """RGB uint8 images of any size -> per image, the top-k (label, score) pairs."""
 
 
 @dataclass
 class Components:
-    """The three callables a pipeline chains (see pipeline.GestaltPipeline)."""
+    """The three stages a pipeline chains (see pipeline.GestaltPipeline)."""
 
-    segmenter: Any  # (image, prompt) -> visible mask
-    # CompletionSampler-like: (crop, visible, ..., mirror) -> completions; .resolution, .window_around(visible)
-    completer: Any
-    recognizer: Any  # (list of RGB) -> list of top-k (label, score)
+    segmenter: Segmenter
+    completer: Completer
+    recognizer: Recognizer
 
 
 Builder = Callable[[GestaltConfig], Components]
