@@ -28,11 +28,11 @@ def foreground_masks(completions: np.ndarray, cfg: AmodalConfig) -> np.ndarray:
     return grey <= cfg.white_threshold
 
 
-def vote(masks: np.ndarray, vote_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
-    """Per-pixel vote over N sample masks.
+def vote(masks: np.ndarray, vote_threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-pixel vote over N sample masks (``amodal.vote_threshold`` holds the default).
 
-    Returns the voted mask (agreement strictly above ``vote_threshold``, so a 2-2 tie with
-    the default is background) and the agreement, the fraction of samples that saw object.
+    Returns the voted mask (agreement strictly above ``vote_threshold``, so a 2-2 tie at 0.5
+    is background) and the agreement, the fraction of samples that saw object.
     """
     agreement = masks.mean(axis=0, dtype=np.float32)
     return agreement > vote_threshold, agreement

@@ -38,12 +38,20 @@ def test_vote_is_a_strict_majority_with_agreement():
     assert agreement[0, 0] == 0.75 and agreement[0, 1] == 0.5
 
 
+def test_the_default_vote_with_four_samples_keeps_only_what_all_of_them_saw():
+    masks = np.zeros((4, 1, 2), bool)
+    masks[:, 0, 0] = True  # 4 of 4
+    masks[:3, 0, 1] = True  # 3 of 4
+    voted, _ = vote(masks, AmodalConfig().vote_threshold)
+    assert voted.tolist() == [[True, False]]
+
+
 def test_closest_sample_is_the_one_like_the_vote():
     masks = np.zeros((3, 4, 4), bool)
     masks[0, :2] = True
     masks[1, :3] = True
     masks[2, :3] = True
-    voted, _ = vote(masks)
+    voted, _ = vote(masks, 0.5)
     assert closest_sample(masks, voted) in (1, 2)
 
 
