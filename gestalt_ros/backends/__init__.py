@@ -9,14 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING, Protocol
 
 from gestalt_ros.config import ConfigError, GestaltConfig
-from gestalt_ros.prompts import CropWindow
-from gestalt_ros.types import Prompt
+
+if TYPE_CHECKING:  # the stage contract's types only; builders import what they run
+    import numpy as np
+    import torch
+
+    from gestalt_ros.prompts import CropWindow
+    from gestalt_ros.types import Prompt
 
 
 class Segmenter(Protocol):
