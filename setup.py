@@ -8,14 +8,17 @@ PACKAGE = "gestalt_ros"
 
 
 def data_files() -> list[tuple[str, list[str]]]:
-    """The ament index marker, package.xml, and the config/, launch/ and model/ trees."""
+    """The ament index marker, package.xml, and the trees the package reads at run time.
+
+    ``config/train/`` (training recipes, run from a source checkout) is not installed.
+    """
     files = [
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
     ]
-    for folder in ("config", "launch", "model"):
+    for folder in ("assets", "config", "launch", "model"):
         for path in sorted(Path(folder).rglob("*")):
-            if path.is_file():
+            if path.is_file() and not path.is_relative_to("config/train"):
                 files.append((f"share/{PACKAGE}/{path.parent}", [str(path)]))
     return files
 
@@ -24,6 +27,7 @@ setup(
     name=PACKAGE,
     version="0.1.0",
     packages=find_packages(exclude=["test"]),
+    package_data={"gestalt_ros.schemas": ["*.json"]},
     data_files=data_files(),
     python_requires=">=3.10",
     install_requires=[
@@ -51,7 +55,7 @@ setup(
             "ros-kilted-std-msgs",
             "ros-kilted-diagnostic-msgs",
         ],
-        "test": ["pytest", "ruff"],
+        "test": ["pytest", "ruff", "jsonschema", "scikit-image"],
     },
     zip_safe=True,
     maintainer="gestalt_ros developers",

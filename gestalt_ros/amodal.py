@@ -84,3 +84,15 @@ def to_frame(
     else:
         mask = window.paste(evidence > threshold, height, width)
     return mask | visible if cfg.union_visible else mask
+
+
+def completion_in_frame(crop: np.ndarray, amodal: np.ndarray, window: CropWindow) -> np.ndarray:
+    """The chosen completion crop placed in the camera frame: H x W x 3, white outside ``amodal``.
+
+    Pixel-aligned with the camera image (a planner reads the completion at the same (u, v)
+    as the image); crop pixels are pasted with nearest neighbour, inventing no detail.
+    """
+    height, width = amodal.shape
+    frame = np.full((height, width, 3), 255, dtype=np.uint8)
+    frame[amodal] = window.paste(crop[..., :3], height, width)[amodal]
+    return frame

@@ -1,5 +1,6 @@
 """``gestalt-ros``: one command, a subcommand per job.
 
+gestalt-ros segment IMAGE --point X,Y --out DIR   the pipeline once on your photo (or --box, --mask)
 gestalt-ros demo --out DIR                 bag of synthetic scenes -> node -> bag + PNGs
 gestalt-ros node [--ros-args ...]          the ROS 2 node (same as `ros2 run gestalt_ros gestalt_node`)
 gestalt-ros train --config FILE --out DIR  train the embedded completion model
@@ -15,9 +16,14 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
-from gestalt_ros.config import GestaltConfig
+from gestalt_ros.config import ConfigError, GestaltConfig
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot be used: reported in one line, exit code 2."""
 
 
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
@@ -51,8 +57,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         if not hasattr(cfg, key):
-            raise SystemExit(f"unknown training key {key!r}")
+            raise UsageError(f"unknown training key {key!r}")
         setattr(cfg, key, type(getattr(cfg, key))(value))
+    if args.ycb_root:
+        cfg.ycb_root = str(args.ycb_root)
     summary = train(cfg, args.out, cache_dir=args.cache_dir, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
@@ -67,11 +75,23 @@ def _cmd_average(args: argparse.Namespace) -> int:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from gestalt_ros.data.synthetic import HELDOUT_OBJECTS, TRAIN_OBJECTS, iter_scenes, write_amodal_dataset
+    from tqdm import tqdm
 
-    objects = {"train": TRAIN_OBJECTS, "heldout": HELDOUT_OBJECTS, "all": TRAIN_OBJECTS + HELDOUT_OBJECTS}[args.objects]
-    path = write_amodal_dataset(iter_scenes(args.scenes, args.seed, objects=objects), args.out)
-    print(f"wrote {path}")
+    from gestalt_ros.data.synthetic import SceneConfig, iter_scenes
+    from gestalt_ros.data.writer import write_amodal_dataset
+    from gestalt_ros.data.ycb import OBJECT_SETS
+
+    scenes = iter_scenes(
+        args.scenes,
+        args.seed,
+        objects=OBJECT_SETS[args.objects],
+        config=SceneConfig(image_size=args.size),
+        ycb_root=args.ycb_root,
+    )
+    start = time.perf_counter()
+    path = write_amodal_dataset(tqdm(scenes, total=args.scenes, desc="scenes", disable=args.quiet), args.out)
+    elapsed = time.perf_counter() - start
+    print(f"wrote {path}: {args.scenes} scenes in {elapsed:.1f} s ({1000 * elapsed / args.scenes:.0f} ms per scene)")
     return 0
 
 
@@ -101,6 +121,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_segment(args: argparse.Namespace) -> int:
+    from gestalt_ros.segment import make_prompt, segment
+
+    prompt = make_prompt(args.point, args.box, args.mask)
+    message = segment(args.image, prompt, args.out, pipeline_config(args))
+    entry = message["objects"][0]
+    print(
+        f"{entry['label']} ({entry['score']:.2f}), {entry['occlusion_ratio']:.0%} hidden, "
+        f"amodal box {entry['amodal_bbox']}; wrote {args.out}/"
+    )
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from gestalt_ros.demo import run_demo
 
@@ -122,7 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("train", help="train the embedded completion model")
-    p.add_argument("--config", type=Path, required=True, help="training YAML, e.g. config/train_cpu.yaml")
+    p.add_argument("--config", type=Path, required=True, help="training YAML, e.g. config/train/train_cpu.yaml")
+    p.add_argument("--ycb-root", type=Path, help="folder of the training objects' YCB models (<Name>/model.urdf)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--cache-dir", type=Path, default=Path("data_cache"), help="where rendered crops are cached")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a top-level training key")
@@ -139,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenes", type=int, default=100)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--objects", choices=("train", "heldout", "all"), default="heldout")
+    p.add_argument("--size", type=int, default=128, help="image side, pixels")
+    p.add_argument("--ycb-root", type=Path, help="YCB models folder (default: the bundled held-out objects)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
     p = sub.add_parser("eval", help="score a backend against the modal and convex-hull baselines")
@@ -157,6 +194,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2, help="untimed objects first")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("segment", help="run the pipeline once on an image file and write masks, completion, JSON")
+    p.add_argument("image", type=Path, help="photo (PNG, JPEG, ...)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--point", metavar="X,Y", help="a click on the object: column, row in pixels")
+    which.add_argument("--box", metavar="X0,Y0,X1,Y1", help="a box around the visible part, pixels")
+    which.add_argument(
+        "--mask", type=Path, metavar="MASK.png", help="the visible part: white on black, the photo's size"
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
+    _add_pipeline_args(p)
+    p.set_defaults(func=_cmd_segment)
 
     p = sub.add_parser("demo", help="bag of synthetic scenes -> node -> bag of outputs + PNG overlays")
     p.add_argument("--out", type=Path, required=True)
@@ -178,11 +227,24 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv[: i + 1])
         logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
         return _cmd_node(args, argv[i + 1 :])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    except _user_errors() as err:
+        parser.exit(2, f"gestalt-ros {args.command}: error: {err}\n")
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """Errors in what the user passed: one line and exit code 2, not a traceback."""
+    from gestalt_ros.data.ycb import YcbModelsNotFound
+    from gestalt_ros.prompts import PromptError
+    from gestalt_ros.segment import InputError
+
+    return UsageError, ConfigError, PromptError, InputError, YcbModelsNotFound, FileExistsError
 
 
 if __name__ == "__main__":

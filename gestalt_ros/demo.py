@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import threading
@@ -48,7 +49,8 @@ def _interior_point(mask: np.ndarray) -> tuple[float, float]:
 
 def _scenes_with_prompts(n: int, seed: int) -> list[tuple[np.ndarray, list[DemoPrompt]]]:
     """n scenes of held-out objects, each with prompts on its most occluded objects."""
-    from gestalt_ros.data.synthetic import HELDOUT_OBJECTS, SceneConfig, iter_scenes
+    from gestalt_ros.data.synthetic import SceneConfig, iter_scenes
+    from gestalt_ros.data.ycb import HELDOUT_OBJECTS
 
     out = []
     candidates = iter_scenes(10 * n, seed, objects=HELDOUT_OBJECTS, config=SceneConfig(image_size=256))
@@ -227,7 +229,13 @@ def _wait_for_match(pubs: dict, timeout_s: float) -> None:
 
 
 def write_pngs(input_bag: Path, output_bag: Path, out_dir: Path) -> list[Path]:
-    """One contact row per prompt, from the bags alone (what a person would check after a run)."""
+    """One contact row per answered prompt, from the bags alone (what a person would check after a run).
+
+    Outputs are paired by the header stamp they carry (the image's): within one frame, the
+    node answers prompts in order, so the k-th message of each topic with that stamp belongs
+    to the frame's k-th answer. Topics the node did not publish (the overlay, when it is
+    off) are simply absent.
+    """
     from rclpy.serialization import deserialize_message
     from rosbags.rosbag2 import Reader
     from sensor_msgs.msg import Image
@@ -243,23 +251,36 @@ def write_pngs(input_bag: Path, output_bag: Path, out_dir: Path) -> list[Path]:
             if conn.topic == f"{NAMESPACE}/{topics.IMAGE}":
                 msg = deserialize_message(raw, Image)
                 frames[stamp_key(msg.header)] = image_to_rgb(msg)
-    per_topic: dict[str, list] = {
-        t: [] for t in (topics.VISIBLE_MASK, topics.AMODAL_MASK, topics.COMPLETION, topics.OBJECTS, topics.OVERLAY)
-    }
+    wanted = (topics.VISIBLE_MASK, topics.AMODAL_MASK, topics.COMPLETION, topics.OVERLAY)
+    # per image stamp, per topic: the messages in arrival order
+    outputs: dict[tuple[int, int], dict[str, list]] = collections.defaultdict(lambda: collections.defaultdict(list))
+    answers: list[tuple[tuple[int, int], dict]] = []
     with Reader(output_bag) as reader:
         for conn, _, raw in reader.messages():
             topic = conn.topic.removeprefix(f"{NAMESPACE}/")
-            if topic in per_topic:
-                per_topic[topic].append(deserialize_message(raw, String if topic == topics.OBJECTS else Image))
+            if topic == topics.OBJECTS:
+                message = json.loads(deserialize_message(raw, String).data)
+                stamp = message["header"]["stamp"]
+                for entry in message["objects"]:
+                    if entry["error"] is None:
+                        answers.append(((stamp["sec"], stamp["nanosec"]), entry))
+            elif topic in wanted:
+                msg = deserialize_message(raw, Image)
+                outputs[stamp_key(msg.header)][topic].append(msg)
     written = []
-    # Outputs of one prompt are published in a fixed order, so the k-th message on each topic belongs together.
-    for k, (vis, amo, comp, obj, over) in enumerate(zip(*per_topic.values())):
-        summary = json.loads(obj.data)
-        image = frames[stamp_key(vis.header)]
-        row = contact_row(image, image_to_mask(vis), image_to_mask(amo), image_to_rgb(comp), summary)
-        path = out_dir / f"prompt_{k:02d}_{summary['prompt']['kind']}.png"
+    seen: collections.Counter = collections.Counter()
+    for k, (stamp, entry) in enumerate(answers):
+        index = seen[stamp]
+        seen[stamp] += 1
+        frame_outputs = outputs[stamp]
+        vis, amo, comp = (frame_outputs[t][index] for t in (topics.VISIBLE_MASK, topics.AMODAL_MASK, topics.COMPLETION))
+        image = frames[stamp]
+        row = contact_row(image, image_to_mask(vis), image_to_mask(amo), image_to_rgb(comp), entry)
+        path = out_dir / f"prompt_{k:02d}_{entry['prompt']['kind']}.png"
         cv2.imwrite(str(path), cv2.cvtColor(row, cv2.COLOR_RGB2BGR))
-        cv2.imwrite(str(out_dir / f"overlay_{k:02d}.png"), cv2.cvtColor(image_to_rgb(over), cv2.COLOR_RGB2BGR))
+        if len(frame_outputs[topics.OVERLAY]) > index:
+            overlay = image_to_rgb(frame_outputs[topics.OVERLAY][index])
+            cv2.imwrite(str(out_dir / f"overlay_{k:02d}.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
         written.append(path)
     return written
 

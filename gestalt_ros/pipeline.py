@@ -11,7 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from gestalt_ros.amodal import closest_sample, foreground_masks, to_frame, vote
+from gestalt_ros.amodal import closest_sample, completion_in_frame, foreground_masks, to_frame, vote
 from gestalt_ros.backends import Components, build_components
 from gestalt_ros.config import GestaltConfig
 from gestalt_ros.prompts import check_image
@@ -71,9 +71,10 @@ class GestaltPipeline:
             best = closest_sample(masks, voted)
             amodal = to_frame(agreement, cfg.amodal.vote_threshold, crop_visible, visible, window, cfg.amodal)
             full_agreement = window.paste(agreement, height, width, linear=cfg.amodal.smooth_paste)
+            completion = completion_in_frame(completions[best], amodal, window)
 
         with _timed(timings, "recognition"):
-            view = whole_object_view(image, visible, amodal, completions[best], window)
+            view = whole_object_view(image, visible, amodal, completion)
             top_k = self.components.recognizer([view])[0]
 
         amodal_area = int(amodal.sum())
@@ -81,7 +82,8 @@ class GestaltPipeline:
             visible_mask=visible,
             amodal_mask=amodal,
             agreement=full_agreement,
-            completion=completions[best],
+            completion=completion,
+            completion_crop=completions[best],
             completions=completions,
             sample_masks=masks,
             label=top_k[0][0],

@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 import torch
 
-from gestalt_ros.prompts import CropWindow
 from gestalt_ros.types import mask_bbox
 
 INPUT_SIZE = 224
@@ -33,18 +32,15 @@ def imagenet_categories() -> list[str]:
     return list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
-def whole_object_view(
-    image: np.ndarray, visible: np.ndarray, amodal: np.ndarray, completion: np.ndarray, window: CropWindow
-) -> np.ndarray:
+def whole_object_view(image: np.ndarray, visible: np.ndarray, amodal: np.ndarray, completion: np.ndarray) -> np.ndarray:
     """The image cut to the object's amodal box, its hidden part painted with the completion.
 
-    Hidden pixels (``amodal`` minus ``visible``) come from the ``completion`` crop of
-    ``window``, scaled back to the frame; all others are the camera's.
+    Hidden pixels (``amodal`` minus ``visible``) come from ``completion``, the synthesized
+    object placed in the frame (``amodal.completion_in_frame``); all others are the camera's.
     """
-    height, width = visible.shape
     view = image.copy()
     hidden = amodal & ~visible
-    view[hidden] = window.paste(completion, height, width)[hidden]
+    view[hidden] = completion[hidden]
     x0, y0, x1, y1 = mask_bbox(amodal | visible)
     return view[y0:y1, x0:x1]
 

@@ -1,4 +1,4 @@
-"""Where the package's data folders (config/, model/, launch/) live.
+"""Where the package's data folders (assets/, config/, model/, launch/) live.
 
 In a source checkout or an editable install they sit beside the Python package; after a
 wheel or colcon install, ``setup.py`` puts them under ``<prefix>/share/gestalt_ros``.
@@ -13,7 +13,7 @@ PACKAGE = "gestalt_ros"
 
 
 def share_dir(name: str) -> Path:
-    """Path of the data folder ``name`` ("config", "model" or "launch")."""
+    """Path of the data folder ``name`` ("assets", "config", "model" or "launch")."""
     candidates = [Path(__file__).resolve().parent.parent / name, Path(sys.prefix) / "share" / PACKAGE / name]
     try:  # a robot's ROS install knows the share directory of every package
         from ament_index_python.packages import get_package_share_directory

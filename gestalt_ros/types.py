@@ -48,16 +48,19 @@ Prompt = PointPrompt | BoxPrompt | MaskPrompt
 class ObjectResult:
     """Everything the pipeline knows about one prompted object.
 
-    ``completion`` is the sample whose mask agrees best with the vote, ``completions`` all of
-    them; both are model-resolution RGB crops (object on white) of the window ``crop_box``,
-    and ``sample_masks`` (N, h, w) are each sample's object pixels in that crop.
-    ``agreement`` is, per image pixel, the fraction of samples that saw object there.
+    Masks, ``agreement`` (per pixel, the fraction of samples that saw object there) and
+    ``completion`` are at the image's resolution and pixel-aligned with it: ``completion`` is
+    the sample whose mask agrees best with the vote, placed where the object is (amodal
+    mask) on white. ``completion_crop`` is that sample and ``completions`` all of them, as
+    the model made them: RGB crops (object on white) of the window ``crop_box``;
+    ``sample_masks`` (N, h, w) are each sample's object pixels in that crop.
     """
 
     visible_mask: np.ndarray
     amodal_mask: np.ndarray
     agreement: np.ndarray
     completion: np.ndarray
+    completion_crop: np.ndarray
     completions: np.ndarray
     sample_masks: np.ndarray
     label: str
@@ -70,7 +73,7 @@ class ObjectResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> dict:
-        """JSON-ready description (what the node publishes on ``objects``)."""
+        """JSON-ready description: the result's fields of an ``objects`` entry (``output.py``)."""
         inside = self.agreement[self.amodal_mask]
         return {
             "label": self.label,
@@ -78,6 +81,7 @@ class ObjectResult:
             "top_k": [[name, round(float(s), 4)] for name, s in self.top_k],
             "visible_bbox": list(self.visible_bbox),
             "amodal_bbox": list(self.amodal_bbox),
+            "crop_box": list(self.crop_box),
             "occlusion_ratio": round(float(self.occlusion_ratio), 4),
             "agreement": round(float(inside.mean()) if inside.size else 0.0, 4),
             "visible_area": int(self.visible_mask.sum()),

@@ -18,7 +18,6 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(10
 from gestalt_ros.completion import CompletionModel, CompletionModelConfig  # noqa: E402
 from gestalt_ros.config import GestaltConfig  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 TINY_MODEL = CompletionModelConfig(
     resolution=16,
     patch_size=2,
@@ -64,11 +63,65 @@ def tiny_pipeline_config(tiny_model_dir: Path) -> GestaltConfig:
     return cfg.validate()
 
 
-@pytest.fixture()
+def check_objects_message(message: dict) -> list[dict]:
+    """Validate an ``objects`` message against the shipped JSON Schema; return its entries."""
+    import jsonschema
+
+    from gestalt_ros.objects_json import schema
+
+    jsonschema.validate(message, schema(), cls=jsonschema.Draft202012Validator)
+    return message["objects"]
+
+
+@pytest.fixture(scope="session")
 def ycb_root() -> Path:
-    root = SHARED / "data" / "ycb"
-    if not root.is_dir():
-        pytest.skip(f"YCB meshes not found at {root} (the shared/ folder beside the repository)")
+    """The bundled YCB models (the held-out objects): what a fresh clone has."""
+    from gestalt_ros.data.ycb import bundled_ycb_root
+
+    return bundled_ycb_root()
+
+
+@pytest.fixture(scope="session")
+def coffee_cocoa(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A COCOA-format folder made here: a real photo (scikit-image's coffee cup, CC0) as
+    ``1.png`` and ``1.json`` with two regions, the cup (whole) and the saucer it hides in
+    part (polygons and RLE stored as strings, as COCOA does)."""
+    import json
+
+    import cv2
+    import skimage.data
+    from pycocotools import mask as mask_utils
+
+    root = tmp_path_factory.mktemp("cocoa")
+    image = skimage.data.coffee()  # 400 x 600 RGB
+    cv2.imwrite(str(root / "1.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    height, width = image.shape[:2]
+    cup = np.zeros((height, width), np.uint8)
+    cv2.ellipse(cup, (290, 110), (118, 92), 0, 0, 360, 1, -1)
+    cv2.rectangle(cup, (178, 110), (400, 250), 1, -1)
+    cv2.ellipse(cup, (290, 250), (110, 35), 0, 0, 360, 1, -1)
+    saucer = np.zeros((height, width), np.uint8)
+    cv2.ellipse(saucer, (278, 232), (202, 152), 0, 0, 360, 1, -1)
+
+    def polygon(mask: np.ndarray) -> str:
+        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        return str([float(v) for v in max(contours, key=cv2.contourArea).reshape(-1)])
+
+    hidden = saucer.astype(bool) & cup.astype(bool)
+    rle = mask_utils.encode(np.asfortranarray((saucer.astype(bool) & ~hidden).astype(np.uint8)))
+    regions = [
+        {"segmentation": polygon(cup), "name": "espresso cup ", "occlude_rate": "0", "order": "1"},
+        {
+            "segmentation": polygon(saucer),
+            "name": "dish ",
+            "visible_mask": str({"counts": rle["counts"].decode("ascii"), "size": list(rle["size"])}),
+            "occlude_rate": str(hidden.sum() / saucer.sum()),
+            "order": "2",
+        },
+    ]
+    (root / "1.json").write_text(
+        json.dumps({"url": "https://example.invalid/1.png", "image_id": 1, "regions": regions})
+    )
     return root
 
 

@@ -1,9 +1,12 @@
 import json
 
+import cv2
+import numpy as np
 import pytest
+from conftest import check_objects_message
 
 from gestalt_ros.cli import main
-from gestalt_ros.config import ConfigError, GestaltConfig
+from gestalt_ros.config import GestaltConfig
 
 
 def test_config_prints_the_committed_yaml(capsys):
@@ -16,9 +19,79 @@ def test_config_applies_overrides(capsys):
     assert json.loads(capsys.readouterr().out)["completion.num_samples"] == 6
 
 
-def test_unknown_override_is_an_error():
-    with pytest.raises(ConfigError, match="did you mean"):
-        main(["config", "--set", "amodal.white_treshold=3"])
+def _fails_in_one_line(argv: list[str], capsys, *words: str) -> None:
+    """The command exits with code 2 and one error line naming the problem, no traceback."""
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and "error:" in lines[-1] and len(lines) == 1, err
+    for word in words:
+        assert word in lines[-1], err
+
+
+def test_unknown_override_is_an_error(capsys):
+    _fails_in_one_line(["config", "--set", "amodal.white_treshold=3"], capsys, "did you mean")
+
+
+@pytest.fixture()
+def photo(tmp_path, scene_image):
+    """A 48 x 64 photo file (a red disc behind a blue bar) and its disc's visible mask file."""
+    image, visible = scene_image
+    cv2.imwrite(str(tmp_path / "photo.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "visible.png"), visible.astype(np.uint8) * 255)
+    return tmp_path / "photo.png", tmp_path / "visible.png", visible
+
+
+@pytest.mark.parametrize("prompt", ["point", "box", "mask"])
+def test_segment_writes_masks_completion_and_json(tmp_path, photo, tiny_model_dir, prompt, capsys):
+    from gestalt_ros.segment import OUTPUT_FILES
+
+    image_path, mask_path, visible = photo
+    given = {"point": ["--point", "24,24"], "box": ["--box", "16,12,34,37"], "mask": ["--mask", str(mask_path)]}
+    out = tmp_path / "out"
+    settings = ["--set", f"completion.weights={tiny_model_dir}", "--set", "completion.num_samples=2"]
+    assert main(["segment", str(image_path), *given[prompt], "--out", str(out), *settings]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    amodal = cv2.imread(str(out / "amodal_mask.png"), cv2.IMREAD_GRAYSCALE)
+    visible_out = cv2.imread(str(out / "visible_mask.png"), cv2.IMREAD_GRAYSCALE)
+    completion = cv2.imread(str(out / "completion.png"))
+    assert amodal.shape == visible_out.shape == completion.shape[:2] == (48, 64)
+    assert set(np.unique(amodal)) <= {0, 255} and (amodal[visible_out > 0] == 255).all()
+    assert (completion[amodal == 0] == 255).all(), "the completion is in place, white elsewhere"
+    if prompt == "mask":
+        assert np.array_equal(visible_out > 0, visible)
+    (entry,) = check_objects_message(json.loads((out / "result.json").read_text()))
+    assert entry["prompt"]["kind"] == prompt and entry["error"] is None
+    assert entry["amodal_area"] == int((amodal > 0).sum()) and entry["visible_area"] == int((visible_out > 0).sum())
+
+
+def test_segment_rejects_bad_input_in_one_line(tmp_path, photo, capsys):
+    image_path, mask_path, _ = photo
+    out = ["--out", str(tmp_path / "out")]
+    _fails_in_one_line(["segment", str(tmp_path / "nope.png"), "--point", "1,1", *out], capsys, "no such image")
+    (tmp_path / "text.png").write_text("not an image")
+    _fails_in_one_line(["segment", str(tmp_path / "text.png"), "--point", "1,1", *out], capsys, "cannot read")
+    _fails_in_one_line(["segment", str(image_path), "--point", "100,5", *out], capsys, "outside the 64x48 image")
+    _fails_in_one_line(["segment", str(image_path), "--point", "3", *out], capsys, "--point X,Y")
+    _fails_in_one_line(["segment", str(image_path), "--box", "1,2,3,x", *out], capsys, "--box")
+    small = tmp_path / "small.png"
+    cv2.imwrite(str(small), np.zeros((10, 10), np.uint8))
+    _fails_in_one_line(["segment", str(image_path), "--mask", str(small), *out], capsys, "shape")
+    _fails_in_one_line(["segment", str(image_path), "--mask", str(tmp_path / "none.png"), *out], capsys, "no such mask")
+    assert not (tmp_path / "out").exists(), "nothing is written for a request that cannot run"
+
+
+def test_training_without_the_training_meshes_says_how_to_pass_them(tmp_path, capsys):
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[1] / "config" / "train" / "train_cpu.yaml"
+    argv = ["train", "--config", str(config), "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c")]
+    _fails_in_one_line(argv, capsys, "YcbBanana", "--ycb-root")
+    _fails_in_one_line([*argv, "--ycb-root", str(tmp_path)], capsys, str(tmp_path))
+    _fails_in_one_line(["synth", "--out", str(tmp_path / "s"), "--objects", "train"], capsys, "--ycb-root")
 
 
 def test_node_arguments_go_to_ros(monkeypatch):

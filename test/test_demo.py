@@ -2,34 +2,37 @@
 
 import json
 
+import pytest
+from conftest import check_objects_message
+from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
+from std_msgs.msg import String
 
 from gestalt_ros.cli import main
 
 
-def test_demo_writes_bags_and_pngs(tmp_path, tiny_model_dir, ycb_root):
+@pytest.mark.parametrize("overlay", [True, False], ids=["overlay", "no_overlay"])
+def test_demo_writes_bags_and_pngs(tmp_path, tiny_model_dir, overlay):
     out = tmp_path / "demo"
-    code = main(
-        [
-            "demo",
-            "--out",
-            str(out),
-            "--scenes",
-            "2",
-            "--set",
-            f"completion.weights={tiny_model_dir}",
-            "--set",
-            "completion.num_samples=2",
-        ]
-    )
+    settings = [f"completion.weights={tiny_model_dir}", "completion.num_samples=2", f"ros.publish_overlay={overlay}"]
+    code = main(["demo", "--out", str(out), "--scenes", "2", *(a for s in settings for a in ("--set", s))])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenes"] == 2 and len(summary["prompts"]) == 6
     assert summary["node_status"]["prompts"]["processed"] == 6 and summary["node_status"]["prompts"]["dropped"] == 0
     with Reader(out / "output_bag") as reader:
         topics = {c.topic: c.msgcount for c in reader.connections}
-    for name in ("visible_mask", "amodal_mask", "completion", "objects", "overlay"):
+        messages = [
+            json.loads(deserialize_message(raw, String).data)
+            for conn, _, raw in reader.messages()
+            if conn.topic == "/camera/objects"
+        ]
+    for name in ("visible_mask", "amodal_mask", "completion", "objects"):
         assert topics[f"/camera/{name}"] == 6, name
+    assert topics.get("/camera/overlay", 0) == (6 if overlay else 0)
+    entries = [e for m in messages for e in check_objects_message(m)]
+    assert [e["prompt"]["kind"] for e in entries] == [p["kind"] for p in summary["prompts"]]
     pngs = sorted(out.glob("prompt_*.png"))
     assert [p.name.split("_")[-1] for p in pngs] == ["point.png", "box.png", "mask.png"] * 2
     assert all(p.stat().st_size > 1000 for p in pngs)
+    assert len(list(out.glob("overlay_*.png"))) == (6 if overlay else 0)

@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from gestalt_ros.data.synthetic import HELDOUT_OBJECTS, iter_scenes, write_amodal_dataset
+from gestalt_ros.data.synthetic import iter_scenes
+from gestalt_ros.data.writer import write_amodal_dataset
+from gestalt_ros.data.ycb import HELDOUT_OBJECTS
 from gestalt_ros.eval.annotations import decode_rle, encode_rle, load_annotations
 from gestalt_ros.eval.metrics import iou, summarize
 from gestalt_ros.eval.runner import run_eval
@@ -58,12 +60,13 @@ def test_bad_records_are_reported_and_skipped(tmp_path, synthetic_set, tiny_pipe
     assert metrics["n_objects"] > 0, "the rest of the run goes on"
 
 
-def test_eval_on_cocoa_scores_recognition(tmp_path, shared_cocoa, tiny_pipeline_config):
-    metrics = run_eval(tiny_pipeline_config, shared_cocoa / "5.json", shared_cocoa, tmp_path / "out", progress=False)
+def test_eval_on_cocoa_scores_recognition(tmp_path, coffee_cocoa, tiny_pipeline_config):
+    metrics = run_eval(tiny_pipeline_config, coffee_cocoa / "1.json", coffee_cocoa, tmp_path / "out", progress=False)
+    assert metrics["n_objects"] == 2 and metrics["n_occluded"] == 1 and metrics["n_issues"] == 0
     rec = metrics["recognition"]
-    assert rec["n_objects"] > 0, "elephants map to ImageNet classes"
-    # the visible crop of a real elephant photo is recognized by the real classifier
-    assert rec["visible_crop"]["top5"] > 50
+    assert rec["n_objects"] == 2, "an espresso cup and a dish map to ImageNet classes"
+    # the visible crop of the real cup photo is recognized by the real classifier
+    assert rec["visible_crop"]["top5"] >= 50
     assert 0 <= rec["completion"]["top1"] <= rec["completion"]["top5"] <= 100
 
 
@@ -75,18 +78,24 @@ def test_bench_prints_numbers(ycb_root, tiny_pipeline_config):
     assert set(out["stage_seconds_mean"]) == {"visible", "completion", "amodal", "recognition"}
 
 
-def test_cocoa_files_are_read(shared_cocoa):
-    data = load_annotations(shared_cocoa, shared_cocoa)
-    assert len(data.objects) > 40 and not [i for i in data.issues if "image not found" in i]
-    occluded = [o for o in data.objects if o.occlusion_ratio >= 0.05]
-    assert occluded and all((o.amodal >= o.visible).all() for o in data.objects)
+def test_cocoa_files_are_read(coffee_cocoa):
+    data = load_annotations(coffee_cocoa, coffee_cocoa)
+    assert not data.issues and [o.name for o in data.objects] == ["espresso cup", "dish"]
+    cup, dish = data.objects
+    assert cup.occlusion_ratio == 0 and 0.2 < dish.occlusion_ratio < 0.6, "the cup hides part of the saucer"
+    assert all((o.amodal >= o.visible).all() for o in data.objects)
+    assert dish.amodal.shape == (400, 600) and dish.amodal.sum() > 80_000
 
 
-@pytest.fixture()
-def shared_cocoa():
-    from conftest import SHARED
+def test_bad_cocoa_regions_are_reported(tmp_path, coffee_cocoa):
+    import shutil
 
-    root = SHARED / "data" / "cocoa5"
-    if not root.is_dir():
-        pytest.skip(f"COCOA sample not found at {root}")
-    return root
+    shutil.copy(coffee_cocoa / "1.png", tmp_path / "1.png")
+    data = json.loads((coffee_cocoa / "1.json").read_text())
+    data["regions"][0]["segmentation"] = "[1.0, 2.0"  # cut short
+    (tmp_path / "1.json").write_text(json.dumps(data))
+    (tmp_path / "2.json").write_text(json.dumps({"regions": []}))  # its image is missing
+    read = load_annotations(tmp_path, tmp_path)
+    assert [o.name for o in read.objects] == ["dish"]
+    assert any("region 0" in i and "bad annotation" in i for i in read.issues)
+    assert any("2.json" in i and "image not found" in i for i in read.issues)

@@ -26,7 +26,9 @@ def test_every_prompt_kind_gives_a_full_result(pipeline, scene_image, kind):
     assert r.visible_mask.shape == r.amodal_mask.shape == r.agreement.shape == (h, w)
     assert r.visible_mask.dtype == r.amodal_mask.dtype == bool
     assert (r.amodal_mask >= r.visible_mask).all(), "union_visible: the visible part is in the whole"
-    assert r.completions.shape == (3, 16, 16, 3) and r.completion.shape == (16, 16, 3)
+    assert r.completions.shape == (3, 16, 16, 3) and r.completion_crop.shape == (16, 16, 3)
+    assert r.completion.shape == (h, w, 3) and (r.completion[~r.amodal_mask] == 255).all(), "in place, white elsewhere"
+    assert any(np.array_equal(r.completion_crop, c) for c in r.completions)
     assert isinstance(r.label, str) and 0.0 <= r.score <= 1.0 and len(r.top_k) == 5
     assert 0.0 <= r.occlusion_ratio <= 1.0
     assert set(r.timings) == {"visible", "completion", "amodal", "recognition"}

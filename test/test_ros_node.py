@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import check_objects_message
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -98,7 +99,18 @@ class Peer:
         ), {k: len(v) for k, v in self.received.items()}
 
     def objects(self) -> list[dict]:
-        return [json.loads(m.data) for m in self.received[topics.OBJECTS]]
+        """Every ``objects`` message so far, each checked against the shipped JSON Schema."""
+        messages = [json.loads(m.data) for m in self.received[topics.OBJECTS]]
+        for message in messages:
+            assert len(check_objects_message(message)) == 1, "prompt mode: one entry per message"
+        return messages
+
+    def answers(self) -> list[dict]:
+        """The entries of ``objects`` messages that carry a result, each with its message's header."""
+        return [{**m["objects"][0], "header": m["header"]} for m in self.objects() if m["objects"][0]["error"] is None]
+
+    def errors(self) -> list[dict]:
+        return [m["objects"][0] for m in self.objects() if m["objects"][0]["error"] is not None]
 
     # inputs
     def send_image(self, rgb: np.ndarray, header: Header) -> None:
@@ -182,12 +194,25 @@ def test_every_prompt_kind_answers_on_every_topic_with_its_image_header(start, s
             assert set(np.unique(values)) == {0, 255}, name
     for msg in peer.received[topics.OVERLAY]:
         assert (msg.encoding, msg.height, msg.width) == ("rgb8", 48, 64)
-    assert all(m.encoding == "rgb8" for m in peer.received[topics.COMPLETION])
-    for obj in peer.objects():
+    amodal_by_frame = {m.header.frame_id: convert.image_to_mask(m) for m in peer.received[topics.AMODAL_MASK]}
+    for msg in peer.received[topics.COMPLETION]:  # the camera's resolution, pixel-aligned with it
+        assert (msg.encoding, msg.height, msg.width) == ("rgb8", 48, 64)
+        completion = convert.image_to_rgb(msg)
+        amodal = amodal_by_frame[msg.header.frame_id]
+        assert (completion[~amodal] == 255).all(), "white outside the object"
+        assert (completion[amodal] != 255).any(), "the synthesized object where the amodal mask is"
+    answers = peer.answers()
+    assert len(answers) == 3 and not peer.errors()
+    for obj in answers:
         kind = obj["prompt"]["kind"]
-        assert obj["image"]["frame_id"] == f"cam_{kind}" and not obj["image"]["fell_back_to_latest"]
-        assert obj["prompt"]["stamp"] == {"sec": sources[kind].stamp.sec, "nanosec": sources[kind].stamp.nanosec}
+        assert obj["header"]["frame_id"] == f"cam_{kind}" and not obj["prompt"]["fell_back_to_latest"]
+        assert obj["header"]["stamp"] == {"sec": sources[kind].stamp.sec, "nanosec": sources[kind].stamp.nanosec}
+        assert obj["prompt"]["stamp"] == obj["header"]["stamp"]
         assert isinstance(obj["label"], str) and 0.0 <= obj["score"] <= 1.0 and obj["amodal_area"] > 0
+        x0, y0, x1, y1 = obj["crop_box"]
+        assert x1 - x0 >= 16 and y1 - y0 >= 16, "the window the model saw"
+    assert (answers[0]["prompt"]["x"], answers[0]["prompt"]["y"]) == (24, 24)
+    assert len({obj["id"] for obj in answers}) == 3, "ids are unique"
     status = peer.wait_status(lambda s: s["prompts"]["processed"] == 3)
     assert status["prompts"]["rejected"] == {} and status["prompts"]["fell_back_to_latest"] == 0
 
@@ -218,6 +243,13 @@ def test_bad_inputs_are_counted_and_the_node_keeps_serving(start, scene_image) -
     assert status["prompts"]["rejected"] == {"no_image": 1, "invalid_prompt": 3}
     assert status["prompts"]["received"] == 5 and status["prompts"]["failed"] == 0
     assert all(_same_source(m.header, good) for m in peer.received[topics.AMODAL_MASK])
+    # every rejected request is answered on `objects`, with the reason and nulls for the result
+    assert peer.spin_until(lambda: len(peer.errors()) == 4)
+    errors = peer.errors()
+    assert [e["prompt"]["kind"] for e in errors] == ["point", "point", "box", "mask"]
+    assert "no_image" in errors[0]["error"] and "outside" in errors[1]["error"]
+    assert all(e["label"] is None and e["amodal_bbox"] is None for e in errors)
+    assert len(peer.answers()) == 1
 
 
 def test_unknown_stamp_falls_back_to_latest_image_and_is_counted(start, scene_image) -> None:
@@ -230,7 +262,8 @@ def test_unknown_stamp_falls_back_to_latest_image_and_is_counted(start, scene_im
     peer.send_point(24, 24, _header(9, 9, "cam"))
     peer.wait_outputs(1)
     assert all(_same_source(peer.received[name][0].header, latest) for name in IMAGE_OUTPUTS)
-    assert peer.objects()[0]["image"]["fell_back_to_latest"]
+    assert peer.answers()[0]["prompt"]["fell_back_to_latest"]
+    assert peer.answers()[0]["header"]["frame_id"] == "latest"
     assert peer.wait_status(lambda s: s["prompts"]["processed"] == 1)["prompts"]["fell_back_to_latest"] == 1
 
 
@@ -246,6 +279,9 @@ def test_full_queue_drops_the_oldest_prompt(start, scene_image) -> None:
         lambda s: s["prompts"]["processed"] + s["prompts"]["dropped"] == 6 and s["prompts"]["pending"] == 0, timeout=20
     )
     assert status["prompts"]["dropped"] >= 1
+    assert peer.spin_until(lambda: len(peer.objects()) == 6), "a dropped prompt is answered too"
+    assert len(peer.errors()) == status["prompts"]["dropped"]
+    assert all(e["error"].startswith("dropped") for e in peer.errors())
 
 
 def test_overlay_pictures(tiny_pipeline_config: GestaltConfig, scene_image) -> None:
@@ -318,7 +354,9 @@ def test_two_processes_large_best_effort_image(tiny_pipeline_config: GestaltConf
         amodal = peer.received[topics.AMODAL_MASK][0]
         assert (amodal.height, amodal.width, amodal.encoding) == (480, 640, "mono8")
         assert len(peer.received[topics.OVERLAY][0].data) == 640 * 480 * 3  # needs the node's SHM profile
-        assert peer.objects()[0]["image"]["frame_id"] == "camera_optical"
+        assert peer.answers()[0]["header"]["frame_id"] == "camera_optical"
+        completion = peer.received[topics.COMPLETION][0]
+        assert (completion.height, completion.width, completion.encoding) == (480, 640, "rgb8")
         assert sent <= 2, f"{sent} sends before the node received a frame"
     finally:
         if peer is not None:

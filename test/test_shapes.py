@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from gestalt_ros.data import shapes
-from gestalt_ros.data.synthetic import PROCEDURAL_PREFIX, SceneConfig, TabletopRenderer, default_ycb_root
+from gestalt_ros.data.synthetic import PROCEDURAL_PREFIX, SceneConfig, TabletopRenderer
+from gestalt_ros.data.ycb import HELDOUT_OBJECTS
 
 
 @pytest.mark.parametrize("family", shapes.FAMILIES)
@@ -36,10 +37,9 @@ def test_random_mesh_is_seeded_and_rests_on_the_table() -> None:
     np.testing.assert_allclose(centre[:2], 0.0, atol=1e-9)
 
 
-@pytest.mark.skipif(not (default_ycb_root() / "YcbBanana" / "model.urdf").is_file(), reason="YCB models not found")
 def test_procedural_scenes_render_solid_objects_and_ycb_sets_are_untouched() -> None:
     mixed = SceneConfig(procedural_prob=1.0)
-    with TabletopRenderer(config=mixed) as renderer:
+    with TabletopRenderer(HELDOUT_OBJECTS, config=mixed) as renderer:
         scenes = [renderer.render(seed) for seed in range(6)]
         again = renderer.render(2)
     np.testing.assert_array_equal(again.image, scenes[2].image)
@@ -57,5 +57,8 @@ def test_procedural_scenes_render_solid_objects_and_ycb_sets_are_untouched() -> 
 
     # With procedural_prob 0 the generator draws no extra numbers: YCB-only sets (the
     # evaluation sets) render exactly as before procedural shapes existed.
-    with TabletopRenderer(config=SceneConfig(n_procedural=7, procedural_seed=9)) as a, TabletopRenderer() as b:
+    with (
+        TabletopRenderer(HELDOUT_OBJECTS, SceneConfig(n_procedural=7, procedural_seed=9)) as a,
+        TabletopRenderer(HELDOUT_OBJECTS) as b,
+    ):
         np.testing.assert_array_equal(a.render(5).image, b.render(5).image)

@@ -9,28 +9,16 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from gestalt_ros.data.synthetic import (
-    HELDOUT_OBJECTS,
-    TRAIN_OBJECTS,
-    Scene,
-    SceneObject,
-    TabletopRenderer,
-    default_ycb_root,
-    iter_scenes,
-    write_amodal_dataset,
-)
+from gestalt_ros.data.synthetic import Scene, SceneObject, TabletopRenderer, iter_scenes
+from gestalt_ros.data.writer import write_amodal_dataset
+from gestalt_ros.data.ycb import HELDOUT_OBJECTS, TRAIN_OBJECTS, YcbModelsNotFound, bundled_ycb_root
 
-YCB_ROOT = default_ycb_root()
-pytestmark = pytest.mark.skipif(
-    not (YCB_ROOT / "YcbBanana" / "model.urdf").is_file(),
-    reason=f"YCB models not found at {YCB_ROOT} (the shared/ folder beside the checkout)",
-)
 SEEDS = range(6)
 
 
 @pytest.fixture(scope="module")
 def renderer() -> TabletopRenderer:
-    with TabletopRenderer() as r:
+    with TabletopRenderer(HELDOUT_OBJECTS) as r:
         yield r
 
 
@@ -39,16 +27,23 @@ def scenes(renderer: TabletopRenderer) -> list[Scene]:
     return [renderer.render(seed) for seed in SEEDS]
 
 
-def test_object_lists_are_disjoint_and_on_disk() -> None:
+def test_object_lists_are_disjoint_and_the_heldout_ones_bundled(tmp_path: Path) -> None:
     assert len(TRAIN_OBJECTS) == 12 and len(HELDOUT_OBJECTS) == 4
     assert not set(TRAIN_OBJECTS) & set(HELDOUT_OBJECTS)
-    for name in TRAIN_OBJECTS + HELDOUT_OBJECTS:
-        assert (YCB_ROOT / name / "model.urdf").is_file(), name
+    root = bundled_ycb_root()
+    for name in HELDOUT_OBJECTS:
+        assert (root / name / "model.urdf").is_file(), name
+    assert (root / "SOURCE.md").is_file(), "the bundled models carry their attribution and licence"
+    # the training objects are not bundled: the error says which are missing and how to pass them
+    with pytest.raises(YcbModelsNotFound, match="YcbBanana.*--ycb-root"):
+        TabletopRenderer(TRAIN_OBJECTS)
+    with pytest.raises(YcbModelsNotFound, match=str(tmp_path)):
+        TabletopRenderer(HELDOUT_OBJECTS, ycb_root=tmp_path)
 
 
 def test_same_seed_same_arrays_across_renderers(renderer: TabletopRenderer, scenes: list[Scene]) -> None:
     again = renderer.render(SEEDS[1])  # after other scenes were rendered in between
-    with TabletopRenderer() as other:  # a second client coexisting with the first
+    with TabletopRenderer(HELDOUT_OBJECTS) as other:  # a second client coexisting with the first
         fresh = other.render(SEEDS[1])
     for scene in (again, fresh):
         np.testing.assert_array_equal(scene.image, scenes[1].image)
@@ -103,8 +98,8 @@ def test_occlusion_ratio_definition() -> None:
 
 
 def test_iter_scenes_seed_sets_do_not_overlap() -> None:
-    a = [s.seed for s in iter_scenes(2, seed=0)]
-    b = [s.seed for s in iter_scenes(2, seed=1)]
+    a = [s.seed for s in iter_scenes(2, seed=0, objects=HELDOUT_OBJECTS)]
+    b = [s.seed for s in iter_scenes(2, seed=1, objects=HELDOUT_OBJECTS)]
     assert len(set(a)) == 2 and not set(a) & set(b)
 
 

@@ -7,15 +7,15 @@ from conftest import TINY_MODEL
 from gestalt_ros.completion import CompletionModel
 from gestalt_ros.config import GestaltConfig
 from gestalt_ros.data.datasets import CompletionDataset, build_crops
-from gestalt_ros.data.synthetic import TRAIN_OBJECTS
+from gestalt_ros.data.ycb import HELDOUT_OBJECTS
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.train.loop import TrainConfig, train
 from gestalt_ros.types import MaskPrompt
 
 
 def test_crops_are_cut_like_the_pipeline_and_deterministic(ycb_root):
-    a = build_crops(4, 5, TRAIN_OBJECTS, 32, 2.5, jitter=0.0, workers=1, ycb_root=ycb_root, progress=False)
-    b = build_crops(4, 5, TRAIN_OBJECTS, 32, 2.5, jitter=0.0, workers=2, ycb_root=ycb_root, chunk=2, progress=False)
+    a = build_crops(4, 5, HELDOUT_OBJECTS, 32, 2.5, jitter=0.0, workers=1, ycb_root=ycb_root, progress=False)
+    b = build_crops(4, 5, HELDOUT_OBJECTS, 32, 2.5, jitter=0.0, workers=2, ycb_root=ycb_root, chunk=2, progress=False)
     assert len(a) > 0 and np.array_equal(a.images, b.images) and np.array_equal(a.targets, b.targets)
     assert a.images.shape[1:] == (32, 32, 3) and a.visible.shape[1:] == (32, 32)
     # targets are the whole object on white: white where no object, and the visible part is inside the object
@@ -27,7 +27,15 @@ def test_crops_are_cut_like_the_pipeline_and_deterministic(ycb_root):
 
 
 def test_train_writes_a_model_the_pipeline_loads(tmp_path, ycb_root, scene_image, caplog):
-    cfg = TrainConfig(scenes=4, workers=1, steps=3, batch_size=2, warmup_steps=1, model=dataclasses.replace(TINY_MODEL))
+    cfg = TrainConfig(
+        objects=HELDOUT_OBJECTS,
+        scenes=4,
+        workers=1,
+        steps=3,
+        batch_size=2,
+        warmup_steps=1,
+        model=dataclasses.replace(TINY_MODEL),
+    )
     summary = train(cfg, tmp_path / "model", cache_dir=tmp_path / "cache", progress=False)
     assert summary["steps_done"] == 3 and summary["train_crops"] > 0
     model = CompletionModel.from_pretrained(tmp_path / "model")
@@ -49,7 +57,7 @@ def test_train_writes_a_model_the_pipeline_loads(tmp_path, ycb_root, scene_image
 def test_committed_configs_parse():
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1] / "config"
+    root = Path(__file__).resolve().parents[1] / "config" / "train"
     cpu = TrainConfig.from_yaml(root / "train_cpu.yaml")
     gpu = TrainConfig.from_yaml(root / "train_gpu.yaml")
     assert cpu.device == "cpu" and 0 < cpu.max_minutes <= 60, "the CPU config must fit in an hour"
@@ -85,7 +93,7 @@ def test_scene_overrides_are_checked_and_key_the_crop_cache(tmp_path, ycb_root):
     (tmp_path / "bad.yaml").write_text("scene:\n  procedural_probability: 0.5\n")
     with pytest.raises(ValueError, match="procedural_probability"):
         TrainConfig.from_yaml(tmp_path / "bad.yaml")
-    plain = TrainConfig(scenes=3, workers=1, model=dataclasses.replace(TINY_MODEL))
+    plain = TrainConfig(objects=HELDOUT_OBJECTS, scenes=3, workers=1, model=dataclasses.replace(TINY_MODEL))
     mixed = dataclasses.replace(plain, scene={"procedural_prob": 1.0})
     a = load_or_build_crops(plain, tmp_path)
     b = load_or_build_crops(mixed, tmp_path)
@@ -104,7 +112,13 @@ def test_init_from_continues_and_checks_the_architecture(tmp_path, ycb_root):
     import torch
 
     base = TrainConfig(
-        scenes=4, workers=1, steps=1, batch_size=2, warmup_steps=1, model=dataclasses.replace(TINY_MODEL)
+        objects=HELDOUT_OBJECTS,
+        scenes=4,
+        workers=1,
+        steps=1,
+        batch_size=2,
+        warmup_steps=1,
+        model=dataclasses.replace(TINY_MODEL),
     )
     train(base, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
     first = CompletionModel.from_pretrained(tmp_path / "a").state_dict()

@@ -1,31 +1,25 @@
-"""Seeded pybullet tabletop scenes of YCB objects with exact visible and amodal truth.
+"""Seeded pybullet tabletop scenes with exact visible and amodal truth.
 
 The amodal ground truth is exact because every object is rendered a second time alone,
 with the same camera and light: the segmentation of that render is its whole silhouette
 and its RGB is the whole object (pix2gestalt's training target, on white). Occluders are
-placed between the camera and objects that are whole, as in the paper's recipe.
+placed between the camera and objects that are whole, as in the paper's recipe. A scene's
+bodies exist only while it renders (TinyRenderer pays for every triangle in the world).
 
-Speed: TinyRenderer's cost grows with the number of triangles in the world, parked bodies
-included, and each YCB visual mesh has ~16k triangles (far finer than a 128 px image
-resolves). The meshes named by each ``model.urdf`` are therefore read once and simplified
-by vertex clustering to a few thousand triangles, and a scene's bodies exist only while it
-renders.
+Objects are YCB models (``data/ycb.py`` says which and where) or procedural shapes
+(``data/shapes.py``); meshes come from ``data/meshes.py``, textures from
+``data/textures.py``, and ``data/writer.py`` writes scenes as an annotated dataset.
 """
 
 from __future__ import annotations
 
-import argparse
-import colorsys
 import contextlib
-import json
 import logging
 import math
 import os
 import sys
 import tempfile
-import time
-import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -33,37 +27,16 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 import pybullet as pb
-from pycocotools import mask as mask_utils
 
-import gestalt_ros
+from gestalt_ros.data.meshes import Mesh, load_urdf_mesh
 from gestalt_ros.data.shapes import random_mesh
-from gestalt_ros.types import touches_border
+from gestalt_ros.data.textures import procedural_texture, random_color
+from gestalt_ros.data.ycb import bundled_ycb_root, check_models
 
 if TYPE_CHECKING:
     from typing import Self
 
 logger = logging.getLogger(__name__)
-
-TRAIN_OBJECTS: tuple[str, ...] = (
-    "YcbBanana",
-    "YcbChipsCan",
-    "YcbCrackerBox",
-    "YcbFoamBrick",
-    "YcbGelatinBox",
-    "YcbHammer",
-    "YcbMasterChefCan",
-    "YcbMediumClamp",
-    "YcbPear",
-    "YcbPottedMeatCan",
-    "YcbStrawberry",
-    "YcbTennisBall",
-)
-HELDOUT_OBJECTS: tuple[str, ...] = (
-    "YcbMustardBottle",
-    "YcbPowerDrill",
-    "YcbTomatoSoupCan",
-    "YcbScissors",
-)
 
 # Bodies not in the current render wait here: below the table and beyond the far plane.
 _PARK = (0.0, 0.0, -50.0)
@@ -71,14 +44,8 @@ _IDENTITY = (0.0, 0.0, 0.0, 1.0)
 _NEAR = 0.02
 _TEXTURE_SIZE = 256
 _FILE_TEXTURE_SIZE = 512
-_TEXTURE_KINDS = ("solid", "noise", "stripes", "checker", "wood")
 # Object names of this prefix and a pool index are procedural shapes, not YCB folders.
 PROCEDURAL_PREFIX = "procedural:"
-
-
-def default_ycb_root() -> Path:
-    """The YCB folder of the ``shared/`` tree beside the repository checkout."""
-    return Path(gestalt_ros.__file__).parents[2] / "shared/data/ycb"
 
 
 @dataclass
@@ -164,14 +131,6 @@ class Scene:
     seed: int
 
 
-@dataclass(frozen=True)
-class _Mesh:
-    vertices: np.ndarray  # (N, 3) metres, at scale 1
-    uvs: np.ndarray  # (N, 2)
-    indices: np.ndarray  # (F, 3)
-    texture: Path | None
-
-
 @dataclass
 class _Body:
     """A body of the current scene and its bounding sphere (for placing others)."""
@@ -223,117 +182,8 @@ def _quiet_c_output() -> Iterator[None]:
             os.close(fd)
 
 
-def _visual_mesh_file(urdf: Path) -> tuple[Path, np.ndarray]:
-    """The visual mesh a URDF names and its scale (the files have no visual origin)."""
-    mesh = ET.parse(urdf).getroot().find(".//visual/geometry/mesh")
-    if mesh is None:
-        raise ValueError(f"{urdf} has no visual mesh")
-    scale = np.array(mesh.get("scale", "1 1 1").split(), dtype=float)
-    return urdf.parent / mesh.get("filename", ""), scale
-
-
-def _read_obj(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vertices, texture coordinates and (F, 3, 2) triangle corners (vertex, uv) of an OBJ."""
-    vertices, uvs, faces = [], [], []
-    for line in path.read_text().splitlines():
-        if line.startswith("v "):
-            vertices.append(line.split()[1:4])
-        elif line.startswith("vt "):
-            uvs.append(line.split()[1:3])
-        elif line.startswith("f "):
-            corners = []
-            for token in line.split()[1:]:
-                parts = token.split("/")
-                uv = int(parts[1]) - 1 if len(parts) > 1 and parts[1] else 0
-                corners.append((int(parts[0]) - 1, uv))
-            faces.extend((corners[0], corners[k], corners[k + 1]) for k in range(1, len(corners) - 1))
-    return (
-        np.array(vertices, dtype=float),
-        np.array(uvs, dtype=float).reshape(-1, 2),
-        np.array(faces, dtype=np.int64),
-    )
-
-
-def _simplify(
-    vertices: np.ndarray, uvs: np.ndarray, faces: np.ndarray, cells: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Vertex clustering: merge vertices per grid cell, keep UV seams, drop collapsed faces."""
-    cell = float(np.ptp(vertices, axis=0).max()) / cells
-    keys = np.floor((vertices - vertices.min(axis=0)) / cell).astype(np.int64)
-    _, cluster = np.unique(keys, axis=0, return_inverse=True)
-    cluster = cluster.ravel()
-    counts = np.bincount(cluster)
-    positions = np.zeros((counts.size, 3))
-    np.add.at(positions, cluster, vertices)
-    positions /= counts[:, None]
-    corner_cluster = cluster[faces[..., 0]]
-    keep = (
-        (corner_cluster[:, 0] != corner_cluster[:, 1])
-        & (corner_cluster[:, 1] != corner_cluster[:, 2])
-        & (corner_cluster[:, 0] != corner_cluster[:, 2])
-    )
-    pairs = np.stack([corner_cluster[keep].ravel(), faces[keep][..., 1].ravel()], axis=1)
-    unique_pairs, corner_index = np.unique(pairs, axis=0, return_inverse=True)
-    return (
-        positions[unique_pairs[:, 0]],
-        uvs[unique_pairs[:, 1]],
-        corner_index.reshape(-1, 3),
-    )
-
-
-def _load_mesh(ycb_root: Path, name: str, cells: int) -> _Mesh:
-    """The simplified visual mesh of one YCB object, with its texture if it can show one.
-
-    Pear, MediumClamp and TennisBall ship a texture_map.png, but their visual mesh is the
-    convex hull without UVs: textured, they would sample one texel and render black.
-    """
-    mesh_file, scale = _visual_mesh_file(ycb_root / name / "model.urdf")
-    vertices, uvs, faces = _read_obj(mesh_file)
-    texture: Path | None = ycb_root / name / "texture_map.png"
-    if len(uvs) == 0 or not texture.is_file():
-        texture, uvs = None, np.zeros((1, 2))
-        faces[..., 1] = 0
-    vertices, uvs, indices = _simplify(vertices * scale, uvs, faces, cells)
-    return _Mesh(vertices, uvs, indices, texture)
-
-
 def _rotation(orientation: Sequence[float]) -> np.ndarray:
     return np.array(pb.getMatrixFromQuaternion(orientation)).reshape(3, 3)
-
-
-def _random_color(rng: np.random.Generator) -> list[float]:
-    rgb = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(0.0, 1.0), rng.uniform(0.2, 1.0))
-    return [*rgb, 1.0]
-
-
-def _procedural_texture(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A random surface texture (solid, noise, stripes, checker or wood), RGB uint8."""
-    kind = _TEXTURE_KINDS[rng.integers(len(_TEXTURE_KINDS))]
-    c1 = np.array(_random_color(rng)[:3])
-    c2 = np.array(_random_color(rng)[:3])
-    y, x = np.mgrid[0:size, 0:size] / size
-    if kind == "solid":
-        t = np.zeros((size, size))
-    elif kind == "noise":
-        grid = int(rng.integers(3, 24))
-        t = cv2.resize(rng.uniform(size=(grid, grid)), (size, size), interpolation=cv2.INTER_CUBIC)
-    elif kind == "stripes":
-        angle = rng.uniform(0, np.pi)
-        u = x * math.cos(angle) + y * math.sin(angle)
-        t = (np.sin(2 * np.pi * rng.uniform(3, 30) * u) > rng.uniform(-0.5, 0.5)).astype(float)
-    elif kind == "checker":
-        n = int(rng.integers(2, 16))
-        t = ((np.floor(x * n) + np.floor(y * n)) % 2).astype(float)
-    else:
-        c1, c2 = (
-            np.array([0.75, 0.55, 0.35]) * rng.uniform(0.6, 1.2),
-            np.array([0.45, 0.28, 0.15]) * rng.uniform(0.6, 1.2),
-        )
-        grain = cv2.resize(rng.uniform(size=(4, 32)), (size, size), interpolation=cv2.INTER_CUBIC)
-        t = 0.5 + 0.5 * np.sin(2 * np.pi * (rng.uniform(4, 20) * y + 2.0 * grain))
-    image = c1 * (1 - t[..., None]) + c2 * t[..., None]
-    image += rng.normal(0.0, rng.uniform(0.0, 0.05), image.shape)
-    return (np.clip(image, 0.0, 1.0) * 255).astype(np.uint8)
 
 
 def _euler(roll: float, pitch: float, yaw: float) -> tuple[float, float, float, float]:
@@ -345,21 +195,20 @@ class TabletopRenderer:
 
     def __init__(
         self,
-        ycb_root: Path | None = None,
-        objects: Sequence[str] = TRAIN_OBJECTS,
+        objects: Sequence[str],
         config: SceneConfig | None = None,
+        ycb_root: Path | None = None,
     ) -> None:
-        self.ycb_root = Path(ycb_root) if ycb_root is not None else default_ycb_root()
+        """``objects``: YCB model names under ``ycb_root`` (default: the bundled models)."""
+        self.ycb_root = Path(ycb_root) if ycb_root is not None else bundled_ycb_root()
         self.objects = tuple(objects)
         self.config = config or SceneConfig()
-        missing = [n for n in self.objects if not (self.ycb_root / n / "model.urdf").is_file()]
-        if missing:
-            raise FileNotFoundError(f"no model.urdf under {self.ycb_root} for {missing}")
         if not self.objects:
             raise ValueError("at least one object is needed")
+        check_models(self.ycb_root, self.objects)
         self._tmp = tempfile.TemporaryDirectory(prefix="gestalt_synthetic_")
         self._client = pb.connect(pb.DIRECT)
-        self._meshes: dict[str, _Mesh] = {}
+        self._meshes: dict[str, Mesh] = {}
         # Visual shapes are cached per (object, scale): pybullet never frees them.
         self._visuals: dict[tuple[str, float], int] = {}
         self._textures: dict[int, int] = {}
@@ -389,14 +238,14 @@ class TabletopRenderer:
             physicsClientId=self._client,
         )
 
-    def _mesh(self, name: str) -> _Mesh:
+    def _mesh(self, name: str) -> Mesh:
         if name not in self._meshes:
             if name.startswith(PROCEDURAL_PREFIX):
                 k = int(name.removeprefix(PROCEDURAL_PREFIX))
                 vertices, uvs, indices = random_mesh(np.random.default_rng((self.config.procedural_seed, k)))
-                self._meshes[name] = _Mesh(vertices, uvs, indices, None)
+                self._meshes[name] = Mesh(vertices, uvs, indices, None)
             else:
-                self._meshes[name] = _load_mesh(self.ycb_root, name, self.config.mesh_cells)
+                self._meshes[name] = load_urdf_mesh(self.ycb_root / name, self.config.mesh_cells)
         return self._meshes[name]
 
     def _visual(self, name: str, scale: float) -> int:
@@ -419,7 +268,7 @@ class TabletopRenderer:
             path = Path(self._tmp.name) / f"texture_{k:03d}.png"
             cv2.imwrite(
                 str(path),
-                cv2.cvtColor(_procedural_texture(rng, _TEXTURE_SIZE), cv2.COLOR_RGB2BGR),
+                cv2.cvtColor(procedural_texture(rng, _TEXTURE_SIZE), cv2.COLOR_RGB2BGR),
             )
             with _quiet_c_output():
                 self._textures[k] = pb.loadTexture(str(path), physicsClientId=self._client)
@@ -530,7 +379,7 @@ class TabletopRenderer:
             tint = [*rng.uniform(0.7, 1.0, 3), 1.0]
             texture = self._procedural(int(rng.integers(self.config.n_textures)))
         if texture is None:
-            pb.changeVisualShape(uid, -1, rgbaColor=_random_color(rng), physicsClientId=self._client)
+            pb.changeVisualShape(uid, -1, rgbaColor=random_color(rng), physicsClientId=self._client)
         else:
             pb.changeVisualShape(uid, -1, rgbaColor=tint, textureUniqueId=texture, physicsClientId=self._client)
         points = shape.points @ _rotation(orientation).T + position
@@ -696,7 +545,7 @@ class TabletopRenderer:
                 self._wall,
                 -1,
                 textureUniqueId=texture,
-                rgbaColor=_random_color(rng),
+                rgbaColor=random_color(rng),
                 physicsClientId=client,
             )
         else:
@@ -815,97 +664,21 @@ class TabletopRenderer:
 def iter_scenes(
     n: int,
     seed: int,
-    objects: Sequence[str] = TRAIN_OBJECTS,
+    objects: Sequence[str],
     config: SceneConfig | None = None,
     ycb_root: Path | None = None,
     start: int = 0,
 ) -> Iterator[Scene]:
     """Scenes start..start+n-1; scene i uses seed * 1_000_003 + i, so sets of different seeds
-    never meet, and a set can be rendered in chunks (by worker processes) identically."""
-    with TabletopRenderer(ycb_root, objects, config) as renderer:
-        for i in range(start, start + n):
-            yield renderer.render(seed * 1_000_003 + i)
+    never meet, and a set can be rendered in chunks (by worker processes) identically.
 
-
-def _rle(mask: np.ndarray) -> dict:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    return {
-        "size": [int(v) for v in rle["size"]],
-        "counts": rle["counts"].decode("ascii"),
-    }
-
-
-def write_amodal_dataset(scenes: Iterable[Scene], out_dir: Path, min_visible_px: int = 30) -> Path:
-    """Write images/NNNNNN.png and annotations.json (COCO RLE masks); return the JSON path.
-
-    Objects with fewer than min_visible_px visible pixels are skipped (nothing to prompt
-    with), and so are objects whose amodal mask touches the border (truncated: their
-    amodal truth is unknown to a model that sees only the image). ``order`` ranks the
-    written objects of an image by depth, 0 = nearest.
+    Missing models raise here, at the call, not at the first scene.
     """
-    out_dir = Path(out_dir)
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    images = []
-    for index, scene in enumerate(scenes):
-        file = f"images/{index:06d}.png"
-        cv2.imwrite(str(out_dir / file), cv2.cvtColor(scene.image, cv2.COLOR_RGB2BGR))
-        kept = [o for o in scene.objects if int(o.visible.sum()) >= min_visible_px and not touches_border(o.amodal)]
-        rank = {id(o): r for r, o in enumerate(sorted(kept, key=lambda o: o.depth))}
-        height, width = scene.image.shape[:2]
-        images.append(
-            {
-                "file": file,
-                "width": width,
-                "height": height,
-                "seed": scene.seed,
-                "objects": [
-                    {
-                        "id": k + 1,
-                        "name": o.name,
-                        "visible_rle": _rle(o.visible),
-                        "amodal_rle": _rle(o.amodal),
-                        "occlusion_ratio": round(o.occlusion_ratio, 6),
-                        "order": rank[id(o)],
-                    }
-                    for k, o in enumerate(kept)
-                ],
-            }
-        )
-    path = out_dir / "annotations.json"
-    path.write_text(json.dumps({"images": images}))
-    return path
+    renderer = TabletopRenderer(objects, config, ycb_root)
 
+    def scenes() -> Iterator[Scene]:
+        with renderer:
+            for i in range(start, start + n):
+                yield renderer.render(seed * 1_000_003 + i)
 
-def main(argv: Sequence[str] | None = None) -> None:
-    """Write a synthetic dataset and log the rendering speed."""
-    from tqdm import tqdm
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=50, help="number of scenes")
-    parser.add_argument("--out", type=Path, required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=128, help="image size in pixels")
-    parser.add_argument("--heldout", action="store_true", help="use HELDOUT_OBJECTS")
-    parser.add_argument("--ycb-root", type=Path, default=None)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    objects = HELDOUT_OBJECTS if args.heldout else TRAIN_OBJECTS
-    config = SceneConfig(image_size=args.size)
-    with TabletopRenderer(args.ycb_root, objects, config) as renderer:
-        renderer.render(args.seed * 1_000_003)  # warm-up: meshes and textures load lazily
-        start = time.perf_counter()
-        scenes = (renderer.render(args.seed * 1_000_003 + i) for i in tqdm(range(args.n), desc="scenes"))
-        path = write_amodal_dataset(scenes, args.out)
-        elapsed = time.perf_counter() - start
-    logger.info(
-        "%d scenes in %.1f s: %.1f scenes/s, %.1f ms per scene (with PNG and JSON writing); %s",
-        args.n,
-        elapsed,
-        args.n / elapsed,
-        1000 * elapsed / args.n,
-        path,
-    )
-
-
-if __name__ == "__main__":
-    main()
+    return scenes()

@@ -20,7 +20,8 @@ from gestalt_ros.types import MaskPrompt
 
 
 def _objects(n: int, seed: int, image_size: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    from gestalt_ros.data.synthetic import HELDOUT_OBJECTS, SceneConfig, iter_scenes
+    from gestalt_ros.data.synthetic import SceneConfig, iter_scenes
+    from gestalt_ros.data.ycb import HELDOUT_OBJECTS
 
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for scene in iter_scenes(4 * n, seed, objects=HELDOUT_OBJECTS, config=SceneConfig(image_size=image_size)):

@@ -14,6 +14,7 @@ import argparse
 import collections
 import dataclasses
 import inspect
+import itertools
 import json
 import os
 import re
@@ -32,6 +33,7 @@ from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
+from gestalt_ros import objects_json
 from gestalt_ros.config import GestaltConfig
 from gestalt_ros.overlay import draw_overlay
 from gestalt_ros.pipeline import GestaltPipeline
@@ -133,6 +135,11 @@ class _Job:
     rgb: np.ndarray
     fell_back: bool
 
+    def describe(self) -> dict:
+        """The prompt as the ``objects`` entry names it."""
+        stamp = {"sec": self.prompt_header.stamp.sec, "nanosec": self.prompt_header.stamp.nanosec}
+        return objects_json.describe_prompt(self.prompt, stamp, self.fell_back)
+
 
 class GestaltNode(Node):
     """Amodal segmentation node; parameters are exactly ``GestaltConfig().to_flat()``."""
@@ -143,6 +150,7 @@ class GestaltNode(Node):
         ros = self.config.ros
         self.pipeline = GestaltPipeline.from_config(self.config)
         self.counters = Counters()
+        self._ids = itertools.count()  # objects entry ids; next() is atomic under the GIL
         self._cache: collections.OrderedDict[tuple[int, int], tuple[Header, np.ndarray]] = collections.OrderedDict()
         self._cache_lock = threading.Lock()
         self._status_lock = threading.Lock()
@@ -216,21 +224,29 @@ class GestaltNode(Node):
         self._on_prompt("mask", msg.header, lambda: MaskPrompt(convert.image_to_mask(msg)))
 
     def _on_prompt(self, kind: str, header: Header, make_prompt: Callable[[], Prompt]) -> None:
-        """Convert, find the prompt's frame, check the prompt against it, and hand it to the worker."""
+        """Convert, find the prompt's frame, check the prompt against it, and hand it to the worker.
+
+        A prompt that cannot be served is counted, logged and answered on ``objects`` with an
+        entry whose ``error`` says why, so a client never waits for an answer that will not come.
+        """
         self.counters.prompt("received")
         stamp = convert.stamp_key(header)
+        request = {"kind": kind, "stamp": {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec}}
+        reply_header = header
         try:
             prompt = make_prompt()
+            request = objects_json.describe_prompt(prompt, request["stamp"])
             with self._cache_lock:
                 frame = self._cache.get(stamp)
                 fell_back = frame is None and bool(self._cache)
                 if fell_back:
                     frame = self._cache[next(reversed(self._cache))]
             if frame is None:
-                self.counters.prompt("rejected", "no_image")
-                self.get_logger().error(f"{kind} prompt stamped {stamp} arrived before any image; dropped")
+                self._reject(kind, stamp, "no_image", "arrived before any image", request, reply_header)
                 return
             image_header, rgb = frame
+            reply_header = image_header
+            request["fell_back_to_latest"] = fell_back
             if fell_back:
                 self.counters.prompt("fell_back_to_latest")
                 self.get_logger().warning(
@@ -239,27 +255,34 @@ class GestaltNode(Node):
                 )
             prompt = check_prompt(prompt, *rgb.shape[:2])
         except convert.ImageError as err:
-            self.counters.prompt("rejected", f"mask_{err.reason}")
-            self.get_logger().error(f"rejected {kind} prompt stamped {stamp}: {err}")
+            self._reject(kind, stamp, f"mask_{err.reason}", str(err), request, reply_header)
         except PromptError as err:
-            self.counters.prompt("rejected", "invalid_prompt")
-            self.get_logger().error(f"rejected {kind} prompt stamped {stamp}: {err}")
+            self._reject(kind, stamp, "invalid_prompt", str(err), request, reply_header)
         else:
             self._enqueue(_Job(kind, prompt, convert.copy_header(header), image_header, rgb, fell_back))
         finally:
             self._publish_status()
 
+    def _reject(self, kind: str, stamp: tuple[int, int], reason: str, text: str, request: dict, head: Header) -> None:
+        self.counters.prompt("rejected", reason)
+        self.get_logger().error(f"rejected {kind} prompt stamped {stamp}: {text}")
+        self._publish_error({"fell_back_to_latest": False, **request}, f"rejected ({reason}): {text}", head)
+
     def _enqueue(self, job: _Job) -> None:
         with self._jobs_cv:
+            old = None
             if len(self._jobs) >= self.config.ros.max_pending_prompts:
                 old = self._jobs.popleft()
-                self.counters.prompt("dropped")
-                self.get_logger().warning(
-                    f"{self.config.ros.max_pending_prompts} prompts pending (ros.max_pending_prompts): dropped "
-                    f"the oldest, a {old.kind} prompt stamped {convert.stamp_key(old.prompt_header)}"
-                )
             self._jobs.append(job)
             self._jobs_cv.notify()
+        if old is not None:
+            self.counters.prompt("dropped")
+            text = f"{self.config.ros.max_pending_prompts} prompts were pending (ros.max_pending_prompts)"
+            self.get_logger().warning(
+                f"dropped the oldest pending prompt, a {old.kind} prompt stamped "
+                f"{convert.stamp_key(old.prompt_header)}: {text}"
+            )
+            self._publish_error(old.describe(), f"dropped: {text}", old.image_header)
 
     # ----- worker -----
     def _work(self) -> None:
@@ -276,9 +299,12 @@ class GestaltNode(Node):
             except PromptError as err:
                 self.counters.prompt("rejected", "invalid_prompt")
                 self._log_error(f"rejected {job.kind} prompt: {err}")
+                self._publish_error(job.describe(), f"rejected (invalid_prompt): {err}", job.image_header)
             except Exception as err:  # noqa: BLE001 - the worker must outlive any single failure
                 self.counters.prompt("failed")
-                self._log_error(f"{job.kind} prompt failed: {type(err).__name__}: {err}")
+                text = f"{type(err).__name__}: {err}"
+                self._log_error(f"{job.kind} prompt failed: {text}")
+                self._publish_error(job.describe(), f"failed: {text}", job.image_header)
             self._publish_status()
 
     def _log_error(self, text: str) -> None:
@@ -291,24 +317,18 @@ class GestaltNode(Node):
         self._pub_visible.publish(convert.mask_to_image(result.visible_mask, header))
         self._pub_amodal.publish(convert.mask_to_image(result.amodal_mask, header))
         self._pub_completion.publish(convert.rgb_to_image(result.completion, header))
-        prompt = {
-            "kind": job.kind,
-            "stamp": {"sec": job.prompt_header.stamp.sec, "nanosec": job.prompt_header.stamp.nanosec},
-        }
-        if not isinstance(job.prompt, MaskPrompt):
-            prompt.update(dataclasses.asdict(job.prompt))
-        summary = {
-            **result.summary(),
-            "prompt": prompt,
-            "image": {
-                "stamp": {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec},
-                "frame_id": header.frame_id,
-                "fell_back_to_latest": job.fell_back,
-            },
-        }
-        self._pub_objects.publish(String(data=json.dumps(summary)))
+        entry = objects_json.result_entry(next(self._ids), result, job.describe())
+        self._publish_objects(header, entry)
         if self._pub_overlay is not None:
             self._pub_overlay.publish(convert.rgb_to_image(draw_overlay(job.rgb, result), header))
+
+    def _publish_error(self, prompt: dict, error: str, header: Header) -> None:
+        self._publish_objects(header, objects_json.error_entry(next(self._ids), prompt, error))
+
+    def _publish_objects(self, header: Header, entry: dict) -> None:
+        head = objects_json.header(header.stamp.sec, header.stamp.nanosec, header.frame_id)
+        if self.context.ok():
+            self._pub_objects.publish(String(data=json.dumps(objects_json.message(head, [entry]))))
 
     def _publish_status(self) -> None:
         status = self.counters.snapshot()

@@ -1,6 +1,6 @@
 """Train the embedded completion model on synthetic tabletop scenes.
 
-A run is fully described by a ``TrainConfig`` (a YAML file under ``config/``) and its seed;
+A run is fully described by a ``TrainConfig`` (a YAML file under ``config/train/``) and its seed;
 the output directory is a model directory the pipeline loads directly, with the config,
 data size and wall time recorded in ``gestalt.json`` under ``training``.
 """
@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from gestalt_ros.completion import SCHEDULE_FIELDS, CompletionModel, CompletionModelConfig, make_scheduler
 from gestalt_ros.data.datasets import CompletionDataset, CropSet, build_crops
+from gestalt_ros.data.ycb import TRAIN_OBJECTS, bundled_ycb_root, check_models
 
 if TYPE_CHECKING:
     from gestalt_ros.data.synthetic import SceneConfig
@@ -71,6 +72,10 @@ class TrainConfig:
     # Start from this model directory's weights (same architecture) instead of random ones:
     # a run can continue an earlier one, e.g. the CPU config in two sittings.
     init_from: str = ""
+    # YCB models of the training scenes, and the folder that holds them as <Name>/model.urdf
+    # (empty: the package's bundled models, which are the held-out objects only).
+    objects: tuple[str, ...] = TRAIN_OBJECTS
+    ycb_root: str = ""
     # Overrides of the scene generator's ``SceneConfig`` for the training scenes, e.g.
     # ``procedural_prob`` to mix procedural shapes in with the YCB training objects.
     scene: dict = field(default_factory=dict)
@@ -85,6 +90,8 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training keys {sorted(unknown)} in {path}; known: {sorted(known)}")
         try:
+            if "objects" in data:
+                data["objects"] = tuple(data["objects"])
             return cls(model=model, **data).validate()
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
@@ -95,6 +102,9 @@ class TrainConfig:
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr_decay must be one of {LR_DECAYS}, got {self.lr_decay!r}")
         return self
+
+    def ycb_path(self) -> Path:
+        return Path(self.ycb_root) if self.ycb_root else bundled_ycb_root()
 
     def lr_factor(self, step: int, minutes: float) -> float:
         """Learning-rate multiplier after ``step`` optimizer steps and ``minutes`` of the run."""
@@ -178,8 +188,6 @@ def average_models(directories: list[str | Path], out_dir: str | Path) -> Comple
 
 def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None, progress: bool = True) -> CropSet:
     """Training crops for ``cfg``; cached under ``cache_dir`` keyed by what decides them."""
-    from gestalt_ros.data.synthetic import TRAIN_OBJECTS
-
     key = f"crops{CROPS_FORMAT}_s{cfg.seed}_n{cfg.scenes}_r{cfg.model.resolution}_c{cfg.model.crop_scale}_j{cfg.crop_jitter}_k{cfg.keep_unoccluded}"
     if cfg.model.crop_max_aspect != 1.0:
         key += f"_a{cfg.model.crop_max_aspect}"
@@ -187,6 +195,8 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None, progress: bool
         key += f"_o{cfg.overlay_prob}"
         if cfg.overlay_max_occlusion != 0.05:
             key += f"_om{cfg.overlay_max_occlusion}"
+    if cfg.objects != TRAIN_OBJECTS:
+        key += "_objects" + hashlib.sha1(",".join(cfg.objects).encode()).hexdigest()[:10]
     if cfg.scene:
         key += "_scene" + hashlib.sha1(json.dumps(cfg.scene, sort_keys=True).encode()).hexdigest()[:10]
     key += ".npz"
@@ -196,13 +206,14 @@ def load_or_build_crops(cfg: TrainConfig, cache_dir: Path | None, progress: bool
     crops = build_crops(
         cfg.scenes,
         cfg.seed,
-        TRAIN_OBJECTS,
+        cfg.objects,
         cfg.model.resolution,
         cfg.model.crop_scale,
         cfg.crop_jitter,
         cfg.keep_unoccluded,
         cfg.overlay_prob,
         cfg.workers,
+        ycb_root=cfg.ycb_path(),
         scene_config=cfg.scene_config(),
         overlay_max_occlusion=cfg.overlay_max_occlusion,
         crop_max_aspect=cfg.model.crop_max_aspect,
@@ -218,6 +229,7 @@ def train(cfg: TrainConfig, out_dir: Path, cache_dir: Path | None = None, progre
     from diffusers.training_utils import EMAModel
 
     cfg.validate()
+    check_models(cfg.ycb_path(), cfg.objects)  # before any rendering: one line that says how to fix it
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     t_start = time.time()
