@@ -78,8 +78,7 @@ class AmodalConfig:
     # RGBA completions (models that synthesize alpha): a pixel is object when alpha >= this.
     alpha_threshold: int = 128
     # Fraction of samples that must agree for a pixel to be in the amodal mask (more than
-    # this; 0.8 with 4 samples: all of them). 0.8 was chosen on the validation set over 0.3
-    # to 0.9: the samples' intersection keeps the edges tight where a majority overshoots.
+    # this; 0.8 with 4 samples: all of them).
     vote_threshold: float = 0.8
     # The visible part is always part of the whole object.
     union_visible: bool = True

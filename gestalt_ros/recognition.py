@@ -5,10 +5,8 @@ The embedded recognizer is EfficientNet-Lite0 with its real ImageNet-1k weights 
 here. It labels the de-occluded object (the paper's Table 2 labels the completion with
 CLIP, so that occluders no longer mislead the classifier): ``whole_object_view`` paints the
 synthesized pixels over the occluder where the object is hidden, and keeps the camera's
-pixels everywhere else. On the five COCOA photos (with the second-sitting RGB model) this
-scored 45/65% top-1/top-5 against 39/58% for the same view on white and 0/0% for the bare
-completion: a small model's 64 px synthesis lacks the texture, and an ImageNet classifier
-uses the background as context.
+pixels everywhere else: a small model's 64 px synthesis lacks the texture to be classified
+alone, and an ImageNet classifier uses the background as context (docs/model-card.md).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class TrainConfig:
     threads: int = 2
     device: str = "cpu"
     # Start from this model directory's weights (same architecture) instead of random ones:
-    # a run can continue an earlier one, e.g. the CPU config in two sittings.
+    # a run can continue an earlier one (the chain in docs/model-card.md).
     init_from: str = ""
     # YCB models of the training scenes, and the folder that holds them as <Name>/model.urdf
     # (empty: the package's bundled models, which are the held-out objects only).
