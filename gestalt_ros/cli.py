@@ -104,6 +104,9 @@ def _cmd_node(args: argparse.Namespace, ros_args: list[str]) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from gestalt_ros.eval.runner import run_eval
 
+    for path, flag in ((args.annotations, "--annotations"), (args.images_root, "--images-root")):
+        if not path.exists():
+            raise UsageError(f"{flag} {path} does not exist")
     cfg = pipeline_config(args)
     if args.samples:
         cfg = cfg.with_overrides([f"completion.num_samples={args.samples}"])
@@ -111,6 +114,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         cfg = cfg.with_overrides([f"backend={args.backend}"])
     metrics = run_eval(cfg, args.annotations, args.images_root, args.out, limit=args.limit, progress=not args.quiet)
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_object"}, indent=2))
+    if metrics["n_objects"] == 0:
+        raise UsageError(f"no object could be scored from {args.annotations}; see {args.out / 'metrics.json'}")
     return 0
 
 

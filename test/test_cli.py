@@ -101,3 +101,12 @@ def test_node_arguments_go_to_ros(monkeypatch):
     monkeypatch.setattr(node, "main", lambda argv: seen.setdefault("argv", argv) and 0)
     main(["node", "--ros-args", "-p", "device:=cpu"])
     assert seen["argv"] == ["--ros-args", "-p", "device:=cpu"]
+
+
+def test_eval_without_its_data_says_so(tmp_path, capsys):
+    missing = tmp_path / "cocoa5"
+    argv = ["eval", "--annotations", str(missing), "--images-root", str(tmp_path), "--out", str(tmp_path / "e")]
+    _fails_in_one_line(argv, capsys, "--annotations", "does not exist")
+    (tmp_path / "empty.json").write_text('{"images": []}')
+    argv[2] = str(tmp_path / "empty.json")
+    _fails_in_one_line([*argv, "--quiet"], capsys, "no object could be scored")
