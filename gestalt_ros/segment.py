@@ -31,22 +31,22 @@ class InputError(ValueError):
     """A path, image or prompt the user gave that cannot be used (a one-line message)."""
 
 
-def read_rgb(path: Path) -> np.ndarray:
+def _read(path: Path, what: str, flags: int) -> np.ndarray:
     if not path.is_file():
-        raise InputError(f"no such image file: {path}")
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"cannot read {path} as an image (OpenCV knows PNG, JPEG, BMP, TIFF, WebP, ...)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        raise InputError(f"no such {what} file: {path}")
+    pixels = cv2.imread(str(path), flags)
+    if pixels is None:
+        raise InputError(f"cannot read {path} as an image (OpenCV reads PNG, JPEG, BMP, TIFF, WebP, ...)")
+    return pixels
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    return cv2.cvtColor(_read(path, "image", cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
 def read_mask(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"no such mask file: {path}")
-    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if mask is None:
-        raise InputError(f"cannot read {path} as an image")
-    return mask > 127
+    """White (> 127) is the object."""
+    return _read(path, "mask", cv2.IMREAD_GRAYSCALE) > 127
 
 
 def parse_numbers(text: str, count: int, what: str) -> list[float]:

@@ -13,6 +13,19 @@ from gestalt_ros.train.loop import TrainConfig, train
 from gestalt_ros.types import MaskPrompt
 
 
+def _tiny_run(steps: int) -> TrainConfig:
+    """A few steps on 4 scenes of the bundled objects (the training objects are not in the repository)."""
+    return TrainConfig(
+        objects=HELDOUT_OBJECTS,
+        scenes=4,
+        workers=1,
+        steps=steps,
+        batch_size=2,
+        warmup_steps=1,
+        model=dataclasses.replace(TINY_MODEL),
+    )
+
+
 def test_crops_are_cut_like_the_pipeline_and_deterministic(ycb_root):
     a = build_crops(4, 5, HELDOUT_OBJECTS, 32, 2.5, jitter=0.0, workers=1, ycb_root=ycb_root, progress=False)
     b = build_crops(4, 5, HELDOUT_OBJECTS, 32, 2.5, jitter=0.0, workers=2, ycb_root=ycb_root, chunk=2, progress=False)
@@ -27,15 +40,7 @@ def test_crops_are_cut_like_the_pipeline_and_deterministic(ycb_root):
 
 
 def test_train_writes_a_model_the_pipeline_loads(tmp_path, ycb_root, scene_image, caplog):
-    cfg = TrainConfig(
-        objects=HELDOUT_OBJECTS,
-        scenes=4,
-        workers=1,
-        steps=3,
-        batch_size=2,
-        warmup_steps=1,
-        model=dataclasses.replace(TINY_MODEL),
-    )
+    cfg = _tiny_run(steps=3)
     summary = train(cfg, tmp_path / "model", cache_dir=tmp_path / "cache", progress=False)
     assert summary["steps_done"] == 3 and summary["train_crops"] > 0
     model = CompletionModel.from_pretrained(tmp_path / "model")
@@ -111,15 +116,7 @@ def test_init_from_continues_and_checks_the_architecture(tmp_path, ycb_root):
     import pytest
     import torch
 
-    base = TrainConfig(
-        objects=HELDOUT_OBJECTS,
-        scenes=4,
-        workers=1,
-        steps=1,
-        batch_size=2,
-        warmup_steps=1,
-        model=dataclasses.replace(TINY_MODEL),
-    )
+    base = _tiny_run(steps=1)
     train(base, tmp_path / "a", cache_dir=tmp_path / "cache", progress=False)
     first = CompletionModel.from_pretrained(tmp_path / "a").state_dict()
     # zero learning rate: the continued model must start (and stay) exactly at the first one
