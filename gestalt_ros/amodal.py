@@ -1,18 +1,25 @@
-"""Completions -> amodal mask.
+"""Visible mask -> amodal mask, by synthesis (``amodal.method: synthesis``).
 
 pix2gestalt synthesizes the whole object on white, so its extent is wherever a sample is
 not white. A model that also synthesizes alpha (RGBA) states the extent directly, and its
 alpha is thresholded instead. Several samples vote per pixel, which removes the speckles of
-any one sample.
+any one sample. ``SynthesisAmodal`` chains these steps around any completer.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
-from gestalt_ros.config import AmodalConfig
+from gestalt_ros.config import AmodalConfig, CompletionConfig
 from gestalt_ros.prompts import CropWindow
+from gestalt_ros.timing import timed
+from gestalt_ros.types import AmodalEstimate
+
+if TYPE_CHECKING:
+    from gestalt_ros.backends import Completer
 
 
 def foreground_masks(completions: np.ndarray, cfg: AmodalConfig) -> np.ndarray:
@@ -96,3 +103,43 @@ def completion_in_frame(crop: np.ndarray, amodal: np.ndarray, window: CropWindow
     frame = np.full((height, width, 3), 255, dtype=np.uint8)
     frame[amodal] = window.paste(crop[..., :3], height, width)[amodal]
     return frame
+
+
+class SynthesisAmodal:
+    """The amodal stage by synthesis: sample whole objects around the visible part, threshold, vote."""
+
+    def __init__(self, completer: Completer) -> None:
+        self.completer = completer
+
+    def estimate(
+        self,
+        image: np.ndarray,
+        visible: np.ndarray,
+        completion: CompletionConfig,
+        amodal: AmodalConfig,
+        seed: int,
+    ) -> AmodalEstimate:
+        height, width = visible.shape
+        timings: dict[str, float] = {}
+        with timed(timings, "completion"):
+            resolution = self.completer.resolution
+            window = self.completer.window_around(visible)
+            crop = window.crop_image(image, resolution)
+            crop_visible = window.crop_mask(visible, resolution)
+            samples = self.completer.complete(crop, crop_visible, completion, seed)
+        with timed(timings, "amodal"):
+            masks = foreground_masks(samples, amodal)
+            samples = samples[..., :3]  # alpha, if any, is now in the masks
+            voted, agreement = vote(masks, amodal.vote_threshold)
+            best = closest_sample(masks, voted)
+            amodal_mask = to_frame(agreement, amodal.vote_threshold, crop_visible, visible, window, amodal)
+            return AmodalEstimate(
+                amodal_mask=amodal_mask,
+                agreement=window.paste(agreement, height, width, linear=amodal.smooth_paste),
+                completion=completion_in_frame(samples[best], amodal_mask, window),
+                completion_crop=samples[best],
+                completions=samples,
+                sample_masks=masks,
+                crop_box=window.box,
+                timings=timings,
+            )

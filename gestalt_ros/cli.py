@@ -110,8 +110,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = pipeline_config(args)
     if args.samples:
         cfg = cfg.with_overrides([f"completion.num_samples={args.samples}"])
-    if args.backend:
-        cfg = cfg.with_overrides([f"backend={args.backend}"])
     metrics = run_eval(cfg, args.annotations, args.images_root, args.out, limit=args.limit, progress=not args.quiet)
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_object"}, indent=2))
     if metrics["n_objects"] == 0:
@@ -183,12 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)
 
-    p = sub.add_parser("eval", help="score a backend against the modal and convex-hull baselines")
+    p = sub.add_parser("eval", help="score the configured stages against the modal and convex-hull baselines")
     p.add_argument("--annotations", type=Path, required=True, help="generic amodal JSON, or COCOA JSON file/folder")
     p.add_argument("--images-root", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--samples", type=int, help="completions per object (completion.num_samples)")
-    p.add_argument("--backend", help="backend name (default: embedded)")
     p.add_argument("--limit", type=int, help="score only the first K objects")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_pipeline_args(p)

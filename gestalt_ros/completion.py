@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gestalt_ros.config import CompletionConfig
 from gestalt_ros.prompts import CropWindow
 
 logger = logging.getLogger(__name__)
@@ -246,6 +247,20 @@ class CompletionSampler:
         if mirror:
             start_t = mirror_odd(start_t)
         return self.scheduler.add_noise(start_t, noise, timesteps[:1].repeat(num_samples)), timesteps
+
+    def complete(self, crop: np.ndarray, visible: np.ndarray, options: CompletionConfig, seed: int) -> np.ndarray:
+        """The pipeline's completion stage: ``__call__`` with the config's options and a seeded generator."""
+        return self(
+            crop,
+            visible,
+            num_samples=options.num_samples,
+            num_inference_steps=options.num_inference_steps,
+            guidance_scale=options.guidance_scale,
+            eta=options.eta,
+            generator=torch.Generator().manual_seed(seed),
+            strength=options.strength,
+            mirror=options.mirror_samples,
+        )
 
     @torch.no_grad()
     def __call__(

@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 class VisibleConfig:
     """Prompt -> visible mask (embedded default: OpenCV GrabCut seeded by the prompt)."""
 
-    # Segmenter that turns a click or box into the visible mask.
+    # Segmenter that turns a click or box into the visible mask (registry: backends).
     method: str = "grabcut"
     # GrabCut refinement iterations (more: slower, tighter masks).
     iterations: int = 5
@@ -34,7 +34,6 @@ class VisibleConfig:
     click_window: float = 0.25
 
     def validate(self) -> None:
-        _check_choice("visible.method", self.method, ("grabcut",))
         _check_range("visible.iterations", self.iterations, 1, 50)
         _check_range("visible.click_window", self.click_window, 0.02, 1.0)
 
@@ -43,6 +42,8 @@ class VisibleConfig:
 class CompletionConfig:
     """Whole-object synthesis by conditional diffusion."""
 
+    # Completion model (registry: backends): "embedded" is the project's own, in model/.
+    model: str = "embedded"
     # Empty: the embedded model committed under model/. Otherwise a model directory.
     weights: str = ""
     # Completions sampled per prompt, in one batch; their masks vote per pixel.
@@ -71,8 +72,11 @@ class CompletionConfig:
 
 @dataclass
 class AmodalConfig:
-    """Completion images -> amodal mask."""
+    """Visible mask -> amodal mask."""
 
+    # Amodal estimator (registry: backends): "synthesis" thresholds completion.num_samples
+    # completions of the completion model and votes per pixel.
+    method: str = "synthesis"
     # RGB completions: a pixel is object when its grey level is <= this (pix2gestalt uses 250).
     white_threshold: int = 200
     # RGBA completions (models that synthesize alpha): a pixel is object when alpha >= this.
@@ -98,13 +102,13 @@ class AmodalConfig:
 class RecognitionConfig:
     """Label the completed object."""
 
-    # Classifier applied to the de-occluded object (ImageNet-1k labels; see recognition.py).
+    # Classifier applied to the de-occluded object (registry: backends; "efficientnet-lite0":
+    # ImageNet-1k labels).
     model: str = "efficientnet-lite0"
     # Labels with scores reported per object.
     top_k: int = 5
 
     def validate(self) -> None:
-        _check_choice("recognition.model", self.model, ("efficientnet-lite0",))
         _check_range("recognition.top_k", self.top_k, 1, 1000)
 
 
@@ -137,8 +141,6 @@ class RosConfig:
 class GestaltConfig:
     """The whole configuration: pipeline stages plus the ROS layer."""
 
-    # Stage implementations (see gestalt_ros/backends): "embedded" runs on a CPU out of the box.
-    backend: str = "embedded"
     # Torch device for the models: "cpu" or "cuda[:N]".
     device: str = "cpu"
     visible: VisibleConfig = field(default_factory=VisibleConfig)
@@ -155,6 +157,15 @@ class GestaltConfig:
             if dataclasses.is_dataclass(value):
                 value.validate()
         return self
+
+    def stages(self) -> dict[str, str]:
+        """The implementation each stage uses, by the keys the registries read."""
+        return {
+            "visible": self.visible.method,
+            "completion": self.completion.model,
+            "amodal": self.amodal.method,
+            "recognition": self.recognition.model,
+        }
 
     # ----- flat dotted view (ROS parameters, CLI overrides) -----
     def to_flat(self) -> dict[str, Any]:

@@ -45,6 +45,26 @@ Prompt = PointPrompt | BoxPrompt | MaskPrompt
 
 
 @dataclass
+class AmodalEstimate:
+    """What the amodal stage found for one object.
+
+    ``amodal_mask`` (bool), ``agreement`` (float, per pixel: the fraction of samples that saw
+    object there) and ``completion`` (the chosen sample in place, white elsewhere) are at
+    the image's resolution; ``completion_crop``, ``completions`` (N, r, r, 3) and
+    ``sample_masks`` (N, r, r) are the model's own crops of the window ``crop_box``.
+    """
+
+    amodal_mask: np.ndarray
+    agreement: np.ndarray
+    completion: np.ndarray
+    completion_crop: np.ndarray
+    completions: np.ndarray
+    sample_masks: np.ndarray
+    crop_box: BBox
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class ObjectResult:
     """Everything the pipeline knows about one prompted object.
 

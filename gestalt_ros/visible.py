@@ -21,9 +21,17 @@ class GrabCutSegmenter:
 
     def __init__(self, config: VisibleConfig | None = None) -> None:
         self.config = config or VisibleConfig()
+        self._image: np.ndarray | None = None
 
-    def __call__(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
-        """H x W x 3 uint8 RGB + prompt -> H x W bool visible mask (never empty)."""
+    def set_image(self, image: np.ndarray) -> None:
+        """GrabCut has no image embedding: the frame is kept for the prompts on it."""
+        self._image = image
+
+    def predict(self, prompt: Prompt) -> np.ndarray:
+        """A prompt on the set image -> H x W bool visible mask (never empty)."""
+        if self._image is None:
+            raise RuntimeError("call set_image(image) before predict(prompt)")
+        image = self._image
         h, w = image.shape[:2]
         prompt = check_prompt(prompt, h, w)
         if isinstance(prompt, MaskPrompt):

@@ -75,7 +75,7 @@ def test_bench_prints_numbers(ycb_root, tiny_pipeline_config):
 
     out = run_bench(tiny_pipeline_config, objects=2, warmup=1, image_size=64)
     assert out["objects"] == 2 and out["seconds_per_object_mean"] > 0 and out["peak_rss_mib"] > 0
-    assert set(out["stage_seconds_mean"]) == {"visible", "completion", "amodal", "recognition"}
+    assert set(out["stage_seconds_mean"]) == {"set_image", "visible", "completion", "amodal", "recognition"}
 
 
 def test_cocoa_files_are_read(coffee_cocoa):

@@ -217,6 +217,25 @@ def test_every_prompt_kind_answers_on_every_topic_with_its_image_header(start, s
     assert status["prompts"]["rejected"] == {} and status["prompts"]["fell_back_to_latest"] == 0
 
 
+def test_prompts_on_one_frame_set_the_image_once(start, scene_image) -> None:
+    image, visible = scene_image
+    node, peer = start()
+    frames = []
+    set_image = node.pipeline.set_image
+    node.pipeline.set_image = lambda rgb: (frames.append(rgb), set_image(rgb))
+    first, second = _header(1, 0, "cam"), _header(2, 0, "cam")
+    for n, header in enumerate((first, second), start=1):
+        peer.send_image(np.roll(image, n, axis=1), header)
+        peer.wait_status(lambda s, n=n: s["images"]["received"] == n)
+    peer.send_point(24, 24, first)
+    peer.send_box((16, 12), (34, 37), first)
+    peer.send_mask(visible, first)
+    peer.send_point(25, 24, second)
+    peer.wait_outputs(4)
+    assert len(frames) == 2, "three prompts on the first frame embed it once, the second frame once"
+    assert [a["header"]["stamp"]["sec"] for a in peer.answers()] == [1, 1, 1, 2]
+
+
 def test_bad_inputs_are_counted_and_the_node_keeps_serving(start, scene_image) -> None:
     image, _ = scene_image
     _, peer = start()

@@ -1,29 +1,44 @@
-"""Backend registry: a backend turns a ``GestaltConfig`` into the pipeline's stage components.
+"""The stage contract: one registry per stage, each stage chosen by its own config key.
 
-``embedded`` (the default) uses models this project ships; full-size backends (SAM,
-pix2gestalt, open_clip) register here too, under their own names, and build their heavy
-imports inside the builder so ``import gestalt_ros`` stays light.
+| stage | key | built in |
+|---|---|---|
+| prompt -> visible mask | ``visible.method`` | ``grabcut`` |
+| crop -> whole-object samples | ``completion.model`` | ``embedded`` |
+| visible mask -> amodal mask | ``amodal.method`` | ``synthesis`` (completion samples, threshold, vote) |
+| object view -> labels | ``recognition.model`` | ``efficientnet-lite0`` |
+
+Any combination works: a builder takes the whole ``GestaltConfig`` and reads its own
+section. Segmenters have a predictor shape (``set_image`` once per frame, ``predict`` per
+prompt), so a model that embeds the image (SAM) does so once for many prompts. Builders
+import their heavy libraries inside, so this module, and ``import gestalt_ros``, load no
+torch; full-size backends register here the same way.
 """
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from gestalt_ros.config import ConfigError, GestaltConfig
 
-if TYPE_CHECKING:  # the stage contract's types only; builders import what they run
+if TYPE_CHECKING:  # the contract's types only; builders import what they run
     import numpy as np
-    import torch
 
+    from gestalt_ros.config import AmodalConfig, CompletionConfig
     from gestalt_ros.prompts import CropWindow
-    from gestalt_ros.types import Prompt
+    from gestalt_ros.types import AmodalEstimate, Prompt
 
 
 class Segmenter(Protocol):
-    def __call__(self, image: np.ndarray, prompt: Prompt) -> np.ndarray:
-        """H x W x 3 uint8 RGB + prompt -> H x W bool visible mask (never empty)."""
+    """Prompt -> visible mask, on the image set last."""
+
+    def set_image(self, image: np.ndarray) -> None:
+        """H x W x 3 uint8 RGB: the frame the next prompts refer to (embed it here, once)."""
+
+    def predict(self, prompt: Prompt) -> np.ndarray:
+        """A prompt on the set image -> H x W bool visible mask (never empty)."""
 
 
 class Completer(Protocol):
@@ -36,19 +51,26 @@ class Completer(Protocol):
     def window_around(self, visible: np.ndarray) -> CropWindow:
         """The crop window for a visible mask, by the rule the model was trained with."""
 
-    def __call__(
+    def complete(self, crop: np.ndarray, visible: np.ndarray, options: CompletionConfig, seed: int) -> np.ndarray:
+        """(r, r, 3) uint8 crop + (r, r) bool visible -> (N, r, r, C) uint8 samples, C = 3 or 4 (alpha).
+
+        RGB samples are the whole object on white; a fourth channel is the object's alpha.
+        The same inputs, options and seed give the same samples on a CPU.
+        """
+
+
+class AmodalEstimator(Protocol):
+    """Visible mask -> amodal mask (and the completion it came from, if any)."""
+
+    def estimate(
         self,
-        crop: np.ndarray,
+        image: np.ndarray,
         visible: np.ndarray,
-        num_samples: int,
-        num_inference_steps: int,
-        guidance_scale: float,
-        eta: float,
-        generator: torch.Generator | None,
-        strength: float,
-        mirror: bool,
-    ) -> np.ndarray:
-        """(r, r, 3) uint8 crop + (r, r) bool visible -> (N, r, r, C) uint8, C = 3 or 4 (alpha)."""
+        completion: CompletionConfig,
+        amodal: AmodalConfig,
+        seed: int,
+    ) -> AmodalEstimate:
+        """H x W x 3 uint8 + H x W bool visible -> ``AmodalEstimate`` at the image's resolution."""
 
 
 class Recognizer(Protocol):
@@ -56,39 +78,64 @@ class Recognizer(Protocol):
         """RGB uint8 images of any size -> per image, the top-k (label, score) pairs."""
 
 
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Builders of one stage by name; ``build`` makes the one the config's key names."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key  # the dotted config key that chooses, e.g. "visible.method"
+        self._builders: dict[str, Callable[[GestaltConfig], T]] = {}
+
+    def register(self, name: str) -> Callable[[Callable[[GestaltConfig], T]], Callable[[GestaltConfig], T]]:
+        """Decorator filing a builder under ``name``; a name can be registered once."""
+
+        def decorator(builder: Callable[[GestaltConfig], T]) -> Callable[[GestaltConfig], T]:
+            if name in self._builders:
+                raise ValueError(f"{self.key} {name!r} is already registered")
+            self._builders[name] = builder
+            return builder
+
+        return decorator
+
+    def unregister(self, name: str) -> None:
+        del self._builders[name]
+
+    def names(self) -> list[str]:
+        return sorted(self._builders)
+
+    def build(self, config: GestaltConfig) -> T:
+        name = config.to_flat()[self.key]
+        if name not in self._builders:
+            close = difflib.get_close_matches(name, self._builders, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown {self.key} {name!r}{hint} (known: {', '.join(self.names())})")
+        return self._builders[name](config)
+
+
+SEGMENTERS: Registry[Segmenter] = Registry("visible.method")
+COMPLETERS: Registry[Completer] = Registry("completion.model")
+AMODAL_ESTIMATORS: Registry[AmodalEstimator] = Registry("amodal.method")
+RECOGNIZERS: Registry[Recognizer] = Registry("recognition.model")
+
+
 @dataclass
 class Components:
-    """The three stages a pipeline chains (see pipeline.GestaltPipeline)."""
+    """The stages a pipeline chains (see pipeline.GestaltPipeline)."""
 
     segmenter: Segmenter
-    completer: Completer
+    amodal: AmodalEstimator
     recognizer: Recognizer
 
 
-Builder = Callable[[GestaltConfig], Components]
-_REGISTRY: dict[str, Builder] = {}
-
-
-def register_backend(name: str) -> Callable[[Builder], Builder]:
-    """Decorator filing a builder under ``name``; a name can be registered once."""
-
-    def decorator(builder: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"backend {name!r} is already registered")
-        _REGISTRY[name] = builder
-        return builder
-
-    return decorator
-
-
-def list_backends() -> list[str]:
-    return sorted(_REGISTRY)
-
-
 def build_components(config: GestaltConfig) -> Components:
-    if config.backend not in _REGISTRY:
-        raise ConfigError(f"unknown backend {config.backend!r}; known: {list_backends()}")
-    return _REGISTRY[config.backend](config)
+    """Each stage from its registry, by the config's keys (loads weights: seconds)."""
+    return Components(
+        segmenter=SEGMENTERS.build(config),
+        amodal=AMODAL_ESTIMATORS.build(config),
+        recognizer=RECOGNIZERS.build(config),
+    )
 
 
-from gestalt_ros.backends import embedded  # noqa: E402,F401  (registers "embedded")
+from gestalt_ros.backends import builtin  # noqa: E402,F401  (registers the built-in stages)

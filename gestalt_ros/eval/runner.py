@@ -65,6 +65,7 @@ def run_eval(
             bar.update(len(group))
             continue
         image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        pipeline.set_image(image)  # once per image: its objects are prompts on one frame
         for obj in group:
             bar.update(1)
             if obj.visible.shape != image.shape[:2]:
@@ -73,7 +74,7 @@ def run_eval(
                 )
                 continue
             start = time.perf_counter()
-            result = pipeline(image, MaskPrompt(obj.visible))
+            result = pipeline.predict(MaskPrompt(obj.visible))
             seconds = time.perf_counter() - start
             recognition = _recognition(pipeline, image, obj, result)
             per_sample = [iou(m, obj.amodal) for m in sample_masks(result, config.amodal)]
@@ -169,7 +170,7 @@ def _metrics(rows: list[dict], config: GestaltConfig, issues: list[str]) -> dict
         "num_samples": config.completion.num_samples,
         "num_inference_steps": config.completion.num_inference_steps,
         "seed": config.completion.seed,
-        "backend": config.backend,
+        "stages": config.stages(),
         "n_issues": len(issues),
         "issues": issues,
     }
@@ -179,7 +180,7 @@ def _report(m: dict) -> str:
     lines = [
         "| method | mIoU | mIoU occluded | best-of-N mIoU | s/object |",
         "|---|---|---|---|---|",
-        f"| ours ({m['backend']}, N={m['num_samples']}) | {m['miou']} | {m['miou_occluded']} | {m['best_of_n_miou']} | {m['seconds_per_object']} |",
+        f"| ours ({', '.join(m['stages'].values())}, N={m['num_samples']}) | {m['miou']} | {m['miou_occluded']} | {m['best_of_n_miou']} | {m['seconds_per_object']} |",
     ]
     for name, b in m["baselines"].items():
         lines.append(f"| {name} | {b['miou']} | {b['miou_occluded']} | {b['best_of_n_miou']} | - |")

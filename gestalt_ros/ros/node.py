@@ -164,6 +164,7 @@ class GestaltNode(Node):
         self._pub_status = self.create_publisher(String, topics.STATUS, out)
 
         self._jobs: collections.deque[_Job] = collections.deque()
+        self._frame_set: np.ndarray | None = None  # the frame the pipeline's set_image last saw (worker only)
         self._jobs_cv = threading.Condition()
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name="gestalt_worker", daemon=True)
@@ -175,7 +176,7 @@ class GestaltNode(Node):
         self.create_subscription(Image, topics.PROMPT_MASK, self._on_mask, reliable_qos())
         self.create_timer(STATUS_PERIOD_S, self._publish_status)
         self.get_logger().info(
-            f"ready: backend={self.config.backend} device={self.config.device} "
+            f"ready: stages {self.config.stages()} on {self.config.device}, "
             f"image QoS={ros.image_reliability}/depth {ros.image_depth}, listening on "
             f"{self.resolve_topic_name(topics.IMAGE)}"
         )
@@ -294,7 +295,7 @@ class GestaltNode(Node):
                     return
                 job = self._jobs.popleft()
             try:
-                self._publish_result(job, self.pipeline(job.rgb, job.prompt))
+                self._publish_result(job, self._predict(job))
                 self.counters.prompt("processed")
             except PromptError as err:
                 self.counters.prompt("rejected", "invalid_prompt")
@@ -306,6 +307,13 @@ class GestaltNode(Node):
                 self._log_error(f"{job.kind} prompt failed: {text}")
                 self._publish_error(job.describe(), f"failed: {text}", job.image_header)
             self._publish_status()
+
+    def _predict(self, job: _Job) -> ObjectResult:
+        """The pipeline on the job's frame; a frame is set (embedded) once for all its prompts."""
+        if job.rgb is not self._frame_set:  # cached frames are distinct arrays, never reused
+            self.pipeline.set_image(job.rgb)
+            self._frame_set = job.rgb
+        return self.pipeline.predict(job.prompt)
 
     def _log_error(self, text: str) -> None:
         """Log from the worker unless shutdown has begun (rosout is gone after Ctrl-C)."""
