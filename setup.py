@@ -55,7 +55,9 @@ setup(
             "ros-kilted-std-msgs",
             "ros-kilted-diagnostic-msgs",
         ],
-        "test": ["pytest", "ruff", "jsonschema", "scikit-image"],
+        # The paper's full-size models (your own weights: none are shipped).
+        "full": ["open-clip-torch", "segment-anything", "accelerate"],
+        "test": ["pytest", "ruff", "jsonschema", "scikit-image", "open-clip-torch", "segment-anything"],
     },
     zip_safe=True,
     maintainer="gestalt_ros developers",

@@ -1,6 +1,7 @@
 """``gestalt-ros``: one command, a subcommand per job.
 
 gestalt-ros segment IMAGE --point X,Y --out DIR   the pipeline once on your photo (or --box, --mask)
+gestalt-ros convert --ckpt FILE --out DIR  pix2gestalt's original checkpoint -> diffusers folder
 gestalt-ros demo --out DIR                 bag of synthetic scenes -> node -> bag + PNGs
 gestalt-ros node [--ros-args ...]          the ROS 2 node (same as `ros2 run gestalt_ros gestalt_node`)
 gestalt-ros train --config FILE --out DIR  train the embedded completion model
@@ -19,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from gestalt_ros.config import ConfigError, GestaltConfig
+from gestalt_ros.config import PRESETS, ConfigError, GestaltConfig
 
 
 class UsageError(ValueError):
@@ -28,6 +29,7 @@ class UsageError(ValueError):
 
 def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("pipeline")
+    group.add_argument("--preset", choices=sorted(PRESETS), help="named settings over the defaults (see config.py)")
     group.add_argument("--params", type=Path, help="ROS parameter file or plain YAML (default: built-in defaults)")
     group.add_argument(
         "--set",
@@ -39,14 +41,18 @@ def _add_pipeline_args(parser: argparse.ArgumentParser) -> None:
 
 
 def pipeline_config(args: argparse.Namespace) -> GestaltConfig:
-    """Defaults, then ``--params``, then ``--set`` overrides."""
+    """Defaults (or ``--params``), then ``--preset``, then ``--set`` overrides."""
     base = GestaltConfig.from_yaml_file(str(args.params)) if args.params else GestaltConfig()
+    if args.preset:
+        base = base.with_preset(args.preset)
     return base.with_overrides(args.set)
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
     cfg = pipeline_config(args)
-    sys.stdout.write(cfg.to_ros_yaml() if not args.flat else json.dumps(cfg.to_flat(), indent=2) + "\n")
+    target = f"config/{args.preset}.yaml" if args.preset else "config/gestalt.yaml"
+    command = f"gestalt-ros config{f' --preset {args.preset}' if args.preset else ''} > {target}"
+    sys.stdout.write(cfg.to_ros_yaml(command) if not args.flat else json.dumps(cfg.to_flat(), indent=2) + "\n")
     return 0
 
 
@@ -124,6 +130,18 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from gestalt_ros.pix2gestalt.convert import convert
+
+    manifest = convert(args.ckpt, args.out, ema=not args.no_ema, num_heads=args.num_heads, trust_pickle=args.trust_pickle)
+    counts = ", ".join(f"{name} {n:,}" for name, n in manifest["parameters"].items())
+    print(
+        f"wrote {args.out}/ ({manifest['unet_weights']} UNet weights; parameters: {counts}) in "
+        f"{manifest['seconds']} s, peak RSS {manifest['peak_rss_mib']} MiB"
+    )
+    return 0
+
+
 def _cmd_segment(args: argparse.Namespace) -> int:
     from gestalt_ros.segment import make_prompt, segment
 
@@ -197,6 +215,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_bench)
 
+    p = sub.add_parser("convert", help="original pix2gestalt checkpoint -> a diffusers folder (completion.weights)")
+    p.add_argument("--ckpt", type=Path, required=True, help="the Lightning checkpoint, e.g. epoch=000005.ckpt")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument("--no-ema", action="store_true", help="the live UNet weights instead of the EMA copy")
+    p.add_argument("--num-heads", type=int, default=8, help="UNet attention heads (not in the weights; pix2gestalt: 8)")
+    p.add_argument("--trust-pickle", action="store_true", help="load with weights_only=False (runs the pickle's code)")
+    p.set_defaults(func=_cmd_convert)
+
     p = sub.add_parser("segment", help="run the pipeline once on an image file and write masks, completion, JSON")
     p.add_argument("image", type=Path, help="photo (PNG, JPEG, ...)")
     which = p.add_mutually_exclusive_group(required=True)
@@ -243,10 +269,11 @@ def main(argv: list[str] | None = None) -> int:
 def _user_errors() -> tuple[type[Exception], ...]:
     """Errors in what the user passed: one line and exit code 2, not a traceback."""
     from gestalt_ros.data.ycb import YcbModelsNotFound
+    from gestalt_ros.pix2gestalt import CheckpointError
     from gestalt_ros.prompts import PromptError
     from gestalt_ros.segment import InputError
 
-    return UsageError, ConfigError, PromptError, InputError, YcbModelsNotFound, FileExistsError
+    return UsageError, ConfigError, PromptError, InputError, YcbModelsNotFound, FileExistsError, CheckpointError
 
 
 if __name__ == "__main__":

@@ -16,6 +16,40 @@ from typing import Any
 import yaml
 
 RELIABILITIES = ("best_effort", "reliable")
+PRECISIONS = ("auto", "float32", "float16", "bfloat16")
+
+
+# Named settings over the defaults; `gestalt-ros config --preset NAME` writes each as a
+# parameter file (config/NAME.yaml) for the node and `--params`.
+PRESETS: dict[str, tuple[str, ...]] = {
+    # The reference implementation's protocol: 200 requested DDIM steps on its schedule
+    # (199 run), eta 1, guidance 2, fp32, 6 samples (inference.py), the whole frame squashed
+    # to 256 x 256, grey level <= 250 is object.
+    "pix2gestalt_reference": (
+        "completion.model=pix2gestalt",
+        "completion.num_samples=6",
+        "completion.num_inference_steps=200",
+        "completion.reference_schedule=true",
+        "completion.eta=1.0",
+        "completion.guidance_scale=2.0",
+        "completion.precision=float32",
+        "completion.crop=image",
+        "completion.mirror_samples=false",
+    ),
+    # A GPU setting for a robot: 25 deterministic DDIM steps, half precision, the 4 samples
+    # in one batch, a square around the object (a small object keeps its detail).
+    "pix2gestalt_fast": (
+        "completion.model=pix2gestalt",
+        "completion.num_samples=4",
+        "completion.num_inference_steps=25",
+        "completion.eta=0.0",
+        "completion.guidance_scale=2.0",
+        "completion.precision=auto",
+        "completion.crop=object",
+        "completion.mirror_samples=false",
+        "device=cuda",
+    ),
+}
 
 
 class ConfigError(ValueError):
@@ -42,7 +76,8 @@ class VisibleConfig:
 class CompletionConfig:
     """Whole-object synthesis by conditional diffusion."""
 
-    # Completion model (registry: backends): "embedded" is the project's own, in model/.
+    # Completion model (registry: backends): "embedded" is the project's own, in model/;
+    # "pix2gestalt" needs ``weights``, a folder written by `gestalt-ros convert`.
     model: str = "embedded"
     # Empty: the embedded model committed under model/. Otherwise a model directory.
     weights: str = ""
@@ -59,10 +94,20 @@ class CompletionConfig:
     # Seed of the sampling noise: the same image, prompt and seed give the same masks on CPU.
     seed: int = 0
     # Every second sample sees the crop mirrored left-right (and is mirrored back), so the
-    # vote covers two views of the object at no extra cost.
+    # vote covers two views of the object at no extra cost (embedded model).
     mirror_samples: bool = True
+    # pix2gestalt: the window the model sees, "object" (a square around the visible part) or
+    # "image" (the whole frame squashed to 256 x 256, as the reference demo does).
+    crop: str = "object"
+    # pix2gestalt: run exactly the timesteps the reference sampler runs for this many steps
+    # (it drops the largest: 200 requested steps run 199).
+    reference_schedule: bool = False
+    # pix2gestalt: "auto" (float16 on CUDA, float32 on the CPU), "float32", "float16" or "bfloat16".
+    precision: str = "auto"
 
     def validate(self) -> None:
+        _check_choice("completion.crop", self.crop, ("object", "image"))
+        _check_choice("completion.precision", self.precision, PRECISIONS)
         _check_range("completion.num_samples", self.num_samples, 1, 64)
         _check_range("completion.num_inference_steps", self.num_inference_steps, 1, 1000)
         _check_range("completion.guidance_scale", self.guidance_scale, 0.0, 50.0)
@@ -77,8 +122,9 @@ class AmodalConfig:
     # Amodal estimator (registry: backends): "synthesis" thresholds completion.num_samples
     # completions of the completion model and votes per pixel.
     method: str = "synthesis"
-    # RGB completions: a pixel is object when its grey level is <= this (pix2gestalt uses 250).
-    white_threshold: int = 200
+    # RGB completions: a pixel is object when its grey level is <= this (pix2gestalt's
+    # evaluation threshold; models with alpha use alpha_threshold instead).
+    white_threshold: int = 250
     # RGBA completions (models that synthesize alpha): a pixel is object when alpha >= this.
     alpha_threshold: int = 128
     # Fraction of samples that must agree for a pixel to be in the amodal mask (more than
@@ -215,6 +261,11 @@ class GestaltConfig:
             target = getattr(target, parent)
         setattr(target, name, _coerce(key, value, type(known[key])))
 
+    def with_preset(self, name: str) -> GestaltConfig:
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+        return self.with_overrides(list(PRESETS[name]))
+
     def with_overrides(self, overrides: list[str]) -> GestaltConfig:
         """Apply ``key=value`` strings (the CLI's ``--set``); returns a validated copy."""
         cfg = dataclasses.replace(self)  # shallow; sections replaced below
@@ -230,12 +281,12 @@ class GestaltConfig:
         return cfg.validate()
 
     # ----- YAML -----
-    def to_ros_yaml(self) -> str:
+    def to_ros_yaml(self, command: str = "gestalt-ros config > config/gestalt.yaml") -> str:
         """The ROS 2 parameter file (``/**`` matches the node under any name and namespace)."""
         body = {"/**": {"ros__parameters": self.to_dict()}}
         header = (
-            "# Generated from gestalt_ros/config.py by `gestalt-ros config > config/gestalt.yaml`.\n"
-            "# Every parameter of the node with its default; see the README's table.\n"
+            f"# Generated from gestalt_ros/config.py by `{command}`.\n"
+            "# Every parameter of the node; see the README's table.\n"
         )
         return header + yaml.safe_dump(body, sort_keys=False)
 

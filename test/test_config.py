@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from gestalt_ros.config import ConfigError, GestaltConfig
+from gestalt_ros.config import PRESETS, ConfigError, GestaltConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -11,6 +11,15 @@ def test_committed_ros_yaml_matches_the_defaults():
     committed = (ROOT / "config" / "gestalt.yaml").read_text()
     assert committed == GestaltConfig().to_ros_yaml(), "regenerate: gestalt-ros config > config/gestalt.yaml"
     assert GestaltConfig.from_yaml_file(str(ROOT / "config" / "gestalt.yaml")) == GestaltConfig()
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_committed_preset_files_match_the_presets(preset):
+    command = f"gestalt-ros config --preset {preset} > config/{preset}.yaml"
+    expected = GestaltConfig().with_preset(preset)
+    assert (ROOT / "config" / f"{preset}.yaml").read_text() == expected.to_ros_yaml(command), f"regenerate: {command}"
+    assert GestaltConfig.from_yaml_file(str(ROOT / "config" / f"{preset}.yaml")) == expected
+    assert expected.completion.model == "pix2gestalt"
 
 
 def test_flat_round_trip_and_types():

@@ -1,6 +1,6 @@
-"""The built-in stages: GrabCut, the project's own completion model, synthesis + vote,
-EfficientNet-Lite0. Everything they need installs from PyPI or is committed under
-``model/``, and they run on a CPU. Each builder imports its stage's module when it runs.
+"""The built-in stages: GrabCut, the project's own completion model or pix2gestalt (your
+converted weights), synthesis + vote, EfficientNet-Lite0. Each builder imports its stage's
+module when it runs, so naming a stage costs nothing until it is built.
 """
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gestalt_ros.backends import AMODAL_ESTIMATORS, COMPLETERS, RECOGNIZERS, SEGMENTERS
-from gestalt_ros.config import GestaltConfig
+from gestalt_ros.config import ConfigError, GestaltConfig
 from gestalt_ros.resources import share_dir
 
 
@@ -29,6 +29,27 @@ def _embedded(config: GestaltConfig):
     from gestalt_ros.completion import CompletionModel, CompletionSampler
 
     return CompletionSampler(CompletionModel.from_pretrained(embedded_model_dir(config)), device=config.device)
+
+
+@COMPLETERS.register("pix2gestalt")
+def _pix2gestalt(config: GestaltConfig):
+    import torch
+
+    from gestalt_ros.pix2gestalt.completer import Pix2GestaltCompleter
+    from gestalt_ros.pix2gestalt.pipeline import Pix2GestaltPipeline
+
+    options = config.completion
+    if not options.weights:
+        raise ConfigError(
+            "completion.model pix2gestalt needs completion.weights: a folder written by "
+            "`gestalt-ros convert --ckpt epoch=000005.ckpt --out DIR` (the weights are not shipped)"
+        )
+    device = torch.device(config.device)
+    precision = options.precision
+    if precision == "auto":
+        precision = "float16" if device.type == "cuda" else "float32"
+    pipe = Pix2GestaltPipeline.from_pretrained(options.weights, device=device, torch_dtype=getattr(torch, precision))
+    return Pix2GestaltCompleter(pipe, options.crop)
 
 
 @AMODAL_ESTIMATORS.register("synthesis")
