@@ -66,6 +66,8 @@ class VisibleConfig:
     iterations: int = 5
     # A click seeds GrabCut with a square window of this fraction of min(H, W) around it.
     click_window: float = 0.25
+    # SAM: the segment-anything checkpoint file (ViT-B, -L or -H, told apart by its shapes).
+    sam_checkpoint: str = ""
 
     def validate(self) -> None:
         _check_range("visible.iterations", self.iterations, 1, 50)
@@ -153,9 +155,20 @@ class RecognitionConfig:
     model: str = "efficientnet-lite0"
     # Labels with scores reported per object.
     top_k: int = 5
+    # What is labelled: "deoccluded" (the camera's pixels, the completion painted over the
+    # occluder, cut to the amodal box) or "completion" (the synthesized object alone on white,
+    # as the paper's recognition experiment).
+    view: str = "deoccluded"
+    # open_clip: the model name (open_clip's list, e.g. ViT-B-32, ViT-L-14-quickgelu).
+    clip_model: str = "ViT-B-32"
+    # open_clip: a local weights file (no hub is asked).
+    clip_pretrained: str = ""
+    # open_clip: class names, comma-separated, or a file with one per line; empty: ImageNet-1k.
+    vocabulary: str = ""
 
     def validate(self) -> None:
         _check_range("recognition.top_k", self.top_k, 1, 1000)
+        _check_choice("recognition.view", self.view, ("deoccluded", "completion"))
 
 
 @dataclass

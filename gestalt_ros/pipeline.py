@@ -65,7 +65,11 @@ class GestaltPipeline:
         timings.update(estimate.timings)
         amodal = estimate.amodal_mask
         with timed(timings, "recognition"):
-            top_k = self.components.recognizer([whole_object_view(image, visible, amodal, estimate.completion)])[0]
+            if cfg.recognition.view == "completion":
+                view = estimate.completion_crop
+            else:
+                view = whole_object_view(image, visible, amodal, estimate.completion)
+            top_k = self.components.recognizer([view])[0]
 
         amodal_area = int(amodal.sum())
         return ObjectResult(

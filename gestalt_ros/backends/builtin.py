@@ -19,6 +19,15 @@ def _grabcut(config: GestaltConfig):
     return GrabCutSegmenter(config.visible)
 
 
+@SEGMENTERS.register("sam")
+def _sam(config: GestaltConfig):
+    from gestalt_ros.visible_sam import SamSegmenter
+
+    if not config.visible.sam_checkpoint:
+        raise ConfigError("visible.method sam needs visible.sam_checkpoint: a segment-anything checkpoint file")
+    return SamSegmenter(config.visible.sam_checkpoint, device=config.device)
+
+
 def embedded_model_dir(config: GestaltConfig) -> Path:
     """``completion.weights`` if set, else the committed embedded model."""
     return Path(config.completion.weights) if config.completion.weights else share_dir("model")
@@ -64,3 +73,15 @@ def _efficientnet(config: GestaltConfig):
     from gestalt_ros.recognition import EfficientNetRecognizer
 
     return EfficientNetRecognizer(device=config.device, top_k=config.recognition.top_k)
+
+
+@RECOGNIZERS.register("open_clip")
+def _open_clip(config: GestaltConfig):
+    from gestalt_ros.recognition_clip import OpenClipRecognizer, read_vocabulary
+
+    options = config.recognition
+    if not options.clip_pretrained:
+        raise ConfigError("recognition.model open_clip needs recognition.clip_pretrained: a local weights file")
+    return OpenClipRecognizer(
+        options.clip_model, options.clip_pretrained, read_vocabulary(options.vocabulary), config.device, options.top_k
+    )
