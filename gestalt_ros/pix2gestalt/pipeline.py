@@ -88,9 +88,25 @@ class Pix2GestaltPipeline:
         )
         return pipe.to(device, torch_dtype)
 
+    @classmethod
+    def from_architecture(
+        cls, arch: Architecture, device: str | torch.device = "cpu", torch_dtype: torch.dtype = torch.float32
+    ) -> Pix2GestaltPipeline:
+        """Random weights at ``arch``'s widths: for benchmarks and architecture tests."""
+        from diffusers import DDIMScheduler
+
+        from gestalt_ros.pix2gestalt.architecture import build_unet, build_vae
+        from gestalt_ros.pix2gestalt.convert import SCHEDULER
+
+        with torch.device(device):
+            nets = (build_unet(arch), build_vae(arch), build_image_encoder(arch.clip), build_projection(arch))
+        return cls(*nets, DDIMScheduler(**arch.schedule, **SCHEDULER), arch).to(device, torch_dtype)
+
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Pix2GestaltPipeline:
         for net in (self.unet, self.vae, self.image_encoder, self.cc_projection):
-            net.to(device=device, dtype=dtype).eval()
+            net.to(device=device).eval()
+            if dtype is not None and next(net.parameters()).dtype != dtype:
+                net.to(dtype=dtype)
         return self
 
     @property
