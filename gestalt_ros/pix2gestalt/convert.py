@@ -134,8 +134,9 @@ def convert(ckpt: Path, out_dir: Path, ema: bool = True, num_heads: int = 8, tru
         _fill(net, states[name], name)
 
     out_dir = Path(out_dir)
-    nets["unet"].save_pretrained(out_dir / "unet")
-    nets["vae"].save_pretrained(out_dir / "vae")
+    # 1 GB shards: safetensors serializes a shard in memory before writing it
+    nets["unet"].save_pretrained(out_dir / "unet", max_shard_size="1GB")
+    nets["vae"].save_pretrained(out_dir / "vae", max_shard_size="1GB")
     for name in ("image_encoder", "cc_projection"):
         (out_dir / name).mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in nets[name].state_dict().items()}, out_dir / name / "model.safetensors")
