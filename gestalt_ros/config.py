@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -185,8 +186,13 @@ class RosConfig:
     max_pending_prompts: int = 8
     # Frames larger than this are rejected (and counted) instead of processed.
     max_image_bytes: int = 50_000_000
-    # Publish a human-readable overlay image (visible, hidden part, outline, label).
+    # Publish a human-readable overlay image (visible, hidden part, outline, label), when
+    # someone subscribes to it.
     publish_overlay: bool = True
+    # Seconds between `status` and `/diagnostics` messages.
+    status_period: float = 1.0
+    # /diagnostics turns WARN when a prompt's p95 latency (queue wait included) exceeds this, seconds.
+    latency_warn: float = 2.0
 
     def validate(self) -> None:
         _check_choice("ros.image_reliability", self.image_reliability, RELIABILITIES)
@@ -194,6 +200,8 @@ class RosConfig:
         _check_range("ros.image_cache_size", self.image_cache_size, 1, 10_000)
         _check_range("ros.max_pending_prompts", self.max_pending_prompts, 1, 10_000)
         _check_range("ros.max_image_bytes", self.max_image_bytes, 1, 2**31 - 1)
+        _check_range("ros.status_period", self.status_period, 0.01, 3600.0)
+        _check_range("ros.latency_warn", self.latency_warn, 0.0, 3600.0)
 
 
 @dataclass
@@ -202,6 +210,8 @@ class GestaltConfig:
 
     # Torch device for the models: "cpu" or "cuda[:N]".
     device: str = "cpu"
+    # With no such CUDA device, run on the CPU (logged once) instead of failing to start.
+    allow_cpu_fallback: bool = False
     visible: VisibleConfig = field(default_factory=VisibleConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     amodal: AmodalConfig = field(default_factory=AmodalConfig)
@@ -209,7 +219,7 @@ class GestaltConfig:
     ros: RosConfig = field(default_factory=RosConfig)
 
     def validate(self) -> GestaltConfig:
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+        if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         for f in fields(self):
             value = getattr(self, f.name)

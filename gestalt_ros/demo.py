@@ -118,6 +118,7 @@ def replay_through_node(
     import rclpy
     from geometry_msgs.msg import PointStamped, PolygonStamped
     from rclpy.executors import SingleThreadedExecutor
+    from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from rosbags.rosbag2 import Reader, StoragePlugin, Writer
     from rosbags.typesys import Stores, get_typestore
@@ -155,6 +156,11 @@ def replay_through_node(
     typestore = get_typestore(Stores.ROS2_KILTED)
     overrides = [Parameter(k, value=v) for k, v in config.to_flat().items()]
     node = GestaltNode(namespace=NAMESPACE, context=context, parameter_overrides=overrides)
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+        raise RuntimeError("gestalt_node could not be configured; its log above says why")
+    node.trigger_activate()
     player = rclpy.create_node("gestalt_demo_player", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)

@@ -7,16 +7,37 @@ frame, then ``predict`` for each prompt on it; ``pipeline(image, prompt)`` does 
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
 
 from gestalt_ros.backends import Components, build_components
-from gestalt_ros.config import GestaltConfig
+from gestalt_ros.config import ConfigError, GestaltConfig
 from gestalt_ros.prompts import check_image, check_prompt
 from gestalt_ros.recognition import whole_object_view
 from gestalt_ros.timing import timed
 from gestalt_ros.types import ObjectResult, Prompt, mask_bbox
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(config: GestaltConfig) -> GestaltConfig:
+    """``config`` on a device that exists: a missing CUDA device is a ``ConfigError``, or, with
+    ``allow_cpu_fallback``, the CPU (logged as a warning)."""
+    if config.device == "cpu":
+        return config
+    import torch
+
+    index = int(config.device.partition(":")[2] or 0)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index < count:
+        return config
+    problem = f"device {config.device!r}: this machine has {count} CUDA device(s)"
+    if not config.allow_cpu_fallback:
+        raise ConfigError(f"{problem}; set device to cpu, or allow_cpu_fallback to true")
+    logger.warning("%s; running on the CPU (allow_cpu_fallback)", problem)
+    return config.with_overrides(["device=cpu"])
 
 
 class GestaltPipeline:
@@ -30,8 +51,8 @@ class GestaltPipeline:
 
     @classmethod
     def from_config(cls, config: GestaltConfig | None = None) -> GestaltPipeline:
-        """Build each stage the config names (loads weights: seconds)."""
-        config = (config or GestaltConfig()).validate()
+        """Build each stage the config names on its device (loads weights: seconds)."""
+        config = resolve_device((config or GestaltConfig()).validate())
         return cls(build_components(config), config)
 
     def set_image(self, image: np.ndarray) -> None:

@@ -24,8 +24,10 @@ from conftest import check_objects_message
 rclpy = pytest.importorskip("rclpy")
 
 from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import Point, Point32, PointStamped, PolygonStamped
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
@@ -66,6 +68,8 @@ class Peer:
             self.node.create_subscription(Image, name, self.received[name].append, output_qos or reliable_qos())
         for name in (topics.OBJECTS, topics.STATUS):
             self.node.create_subscription(String, name, self.received[name].append, reliable_qos())
+        self.diagnostics: list[DiagnosticArray] = []
+        self.node.create_subscription(DiagnosticArray, topics.DIAGNOSTICS, self.diagnostics.append, reliable_qos())
         self.image = self.node.create_publisher(Image, topics.IMAGE, BEST_EFFORT)
         self.point = self.node.create_publisher(PointStamped, topics.PROMPT_POINT, reliable_qos())
         self.box = self.node.create_publisher(PolygonStamped, topics.PROMPT_BOX, reliable_qos())
@@ -146,8 +150,10 @@ def start(context, tiny_pipeline_config: GestaltConfig):
     made: list = []
 
     def _start(**overrides) -> tuple[GestaltNode, Peer]:
-        flat = {**tiny_pipeline_config.to_flat(), **overrides}
+        flat = {**tiny_pipeline_config.to_flat(), "ros.status_period": 0.1, **overrides}
         node = GestaltNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in flat.items()])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         peer = Peer(context, node)
         made.extend([peer, node])
         peer.connect()
@@ -166,7 +172,8 @@ def test_parameters_are_the_config_with_descriptions(start) -> None:
     assert set(descriptions) == set(flat) and all(descriptions.values())
     assert "Fraction of samples" in descriptions["amodal.vote_threshold"]  # from the field's comment
     described = node.describe_parameters(["amodal.vote_threshold"])[0]
-    assert described.description == descriptions["amodal.vote_threshold"] and described.read_only
+    assert described.description == descriptions["amodal.vote_threshold"] and not described.read_only
+    assert node.describe_parameters(["completion.weights"])[0].read_only, "model files need a new configure"
     assert (node.config.completion.eta, node.config.ros.image_cache_size) == (0.5, 3)
 
 
@@ -301,6 +308,110 @@ def test_full_queue_drops_the_oldest_prompt(start, scene_image) -> None:
     assert peer.spin_until(lambda: len(peer.objects()) == 6), "a dropped prompt is answered too"
     assert len(peer.errors()) == status["prompts"]["dropped"]
     assert all(e["error"].startswith("dropped") for e in peer.errors())
+
+    # the drops turn /diagnostics to WARN and are counted there by the same names
+    assert peer.spin_until(lambda: any(_level(d) == DiagnosticStatus.WARN for d in peer.diagnostics))
+    warn = next(d for d in peer.diagnostics if _level(d) == DiagnosticStatus.WARN)
+    assert "dropped" in warn.status[0].message and int(_values(warn)["prompts.dropped"]) >= 1
+
+
+def _level(array: DiagnosticArray) -> bytes:
+    return array.status[0].level  # a byte field: compared with DiagnosticStatus.OK/WARN/ERROR as bytes
+
+
+def _values(array: DiagnosticArray) -> dict[str, str]:
+    return {kv.key: kv.value for kv in array.status[0].values}
+
+
+def test_diagnostics_report_latency_and_counts(start, scene_image) -> None:
+    image, visible = scene_image
+    node, peer = start()
+    header = _header(1, 0, "cam")
+    peer.send_image(image, header)
+    peer.wait_status(lambda s: s["images"]["received"] == 1)
+    peer.send_mask(visible, header)
+    peer.wait_outputs(1)
+    assert peer.spin_until(lambda: peer.diagnostics and "latency.total.p95_ms" in _values(peer.diagnostics[-1]))
+    last = peer.diagnostics[-1]
+    values = _values(last)
+    assert _level(last) == DiagnosticStatus.OK and last.status[0].hardware_id == "cpu"
+    assert values["prompts.processed"] == "1" and values["images.received"] == "1" and values["active"] == "true"
+    for stage in ("visible", "completion", "amodal", "recognition", "publish", "total"):
+        assert float(values[f"latency.{stage}.p95_ms"]) >= 0.0, stage
+    assert float(values["latency.total.last_ms"]) >= float(values["latency.completion.last_ms"])
+    assert float(values["device.peak_rss_mib"]) > 100
+    status = peer.status()
+    assert status["latency_s"]["total"]["p50"] > 0, "status carries the same numbers"
+
+
+def test_lifecycle_transitions_free_the_models(context, tiny_pipeline_config, scene_image) -> None:
+    import gc
+    import weakref
+
+    image, visible = scene_image
+    flat = {**tiny_pipeline_config.to_flat(), "ros.status_period": 0.1}
+    node = GestaltNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in flat.items()])
+    peer = Peer(context, node)
+    try:
+        assert node.pipeline is None, "nothing loads before configure"
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.pipeline is not None
+        model = weakref.ref(node.pipeline.components.amodal.completer.model)
+        header = _header(1, 0, "cam")
+        peer.connect()
+        peer.send_image(image, header)
+        peer.wait_status(lambda s: s["images"]["received"] == 1)
+        peer.send_mask(visible, header)  # configured but inactive: refused and counted
+        peer.wait_status(lambda s: s["prompts"]["rejected"].get("inactive") == 1)
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        peer.send_mask(visible, header)
+        peer.wait_outputs(1)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        peer.send_mask(visible, header)
+        peer.wait_status(lambda s: s["prompts"]["rejected"].get("inactive") == 2)
+        assert len(peer.answers()) == 1, "nothing is answered while inactive"
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        peer.send_mask(visible, header)
+        assert peer.spin_until(lambda: len(peer.answers()) == 2), "active again: served again"
+        assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+        gc.collect()
+        assert node.pipeline is None and model() is None, "cleanup frees the models"
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, "and configure loads them again"
+        assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS and node.pipeline is None
+    finally:
+        peer.close()
+        node.destroy_node()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks a machine without CUDA")
+def test_a_missing_gpu_fails_configure_or_falls_back(context, tiny_pipeline_config) -> None:
+    flat = {**tiny_pipeline_config.to_flat(), "device": "cuda"}
+    node = GestaltNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in flat.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE and node.pipeline is None
+    finally:
+        node.destroy_node()
+    flat["allow_cpu_fallback"] = True
+    node = GestaltNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in flat.items()])
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.pipeline.config.device == "cpu" and node.config.device == "cuda"
+    finally:
+        node.destroy_node()
+
+
+def test_dynamic_parameters_are_validated_by_the_config(start) -> None:
+    node, _ = start()
+    ok = node.set_parameters(
+        [Parameter("completion.num_samples", value=3), Parameter("amodal.vote_threshold", value=0.5)]
+    )
+    assert all(r.successful for r in ok)
+    assert node.pipeline.config.completion.num_samples == 3 and node.pipeline.config.amodal.vote_threshold == 0.5
+    bad = node.set_parameters([Parameter("amodal.vote_threshold", value=1.5)])[0]
+    assert not bad.successful and "must lie in [0.0, 1.0]" in bad.reason
+    assert node.pipeline.config.amodal.vote_threshold == 0.5, "a rejected value changes nothing"
+    fixed = node.set_parameters([Parameter("completion.weights", value="/elsewhere")])[0]
+    assert not fixed.successful and "read-only" in fixed.reason
 
 
 def test_overlay_pictures(tiny_pipeline_config: GestaltConfig, scene_image) -> None:

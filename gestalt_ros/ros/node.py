@@ -13,39 +13,71 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import gc
 import inspect
 import itertools
 import json
 import os
 import re
+import resource
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, PolygonStamped
-from rcl_interfaces.msg import ParameterDescriptor
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.executors import ExternalShutdownException
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.subscription import Subscription
+from rclpy.timer import Timer
 from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
 from gestalt_ros import objects_json
-from gestalt_ros.config import GestaltConfig
+from gestalt_ros.config import ConfigError, GestaltConfig
 from gestalt_ros.overlay import draw_overlay
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import PromptError, check_prompt
 from gestalt_ros.resources import fastdds_profile
 from gestalt_ros.ros import convert, topics
+from gestalt_ros.ros.diagnostics import Counters, diagnostic_array
 from gestalt_ros.ros.qos import image_qos, reliable_qos
 from gestalt_ros.types import MaskPrompt, ObjectResult, Prompt
 
 NODE_NAME = "gestalt_node"
 PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
-STATUS_PERIOD_S = 1.0
+# Parameters that may change while the node runs (the worker reads them once per prompt);
+# all others are read-only, as they would need the models rebuilt: cleanup and configure.
+DYNAMIC = frozenset(
+    {
+        "completion.num_samples",
+        "completion.num_inference_steps",
+        "completion.guidance_scale",
+        "completion.eta",
+        "completion.strength",
+        "completion.seed",
+        "completion.mirror_samples",
+        "completion.reference_schedule",
+        "amodal.white_threshold",
+        "amodal.alpha_threshold",
+        "amodal.vote_threshold",
+        "amodal.union_visible",
+        "amodal.keep_attached",
+        "amodal.smooth_paste",
+        "recognition.view",
+        "ros.max_pending_prompts",
+        "ros.max_image_bytes",
+        "ros.publish_overlay",
+        "ros.latency_warn",
+    }
+)
 
 
 def _field_comments(cls: type) -> dict[str, str]:
@@ -87,43 +119,6 @@ def parameter_descriptions() -> dict[str, str]:
     return descriptions
 
 
-class Counters:
-    """The node's bookkeeping, shared by callbacks and the worker; published as ``status`` JSON."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._images = {"received": 0, "rejected": collections.Counter()}
-        self._prompts = {
-            "received": 0,
-            "processed": 0,
-            "rejected": collections.Counter(),
-            "failed": 0,
-            "dropped": 0,
-            "fell_back_to_latest": 0,
-        }
-
-    def image(self, key: str, reason: str | None = None) -> None:
-        self._add(self._images, key, reason)
-
-    def prompt(self, key: str, reason: str | None = None) -> None:
-        self._add(self._prompts, key, reason)
-
-    def _add(self, group: dict, key: str, reason: str | None) -> None:
-        with self._lock:
-            if reason is None:
-                group[key] += 1
-            else:
-                group[key][reason] += 1
-
-    def snapshot(self) -> dict:
-        with self._lock:
-            return {"images": _plain(self._images), "prompts": _plain(self._prompts)}
-
-
-def _plain(group: dict) -> dict:
-    return {key: dict(value) if isinstance(value, collections.Counter) else value for key, value in group.items()}
-
-
 @dataclass
 class _Job:
     """One prompt with the frame it refers to, as the worker needs it."""
@@ -134,6 +129,7 @@ class _Job:
     image_header: Header
     rgb: np.ndarray
     fell_back: bool
+    arrived: float  # time.perf_counter() when the prompt arrived
 
     def describe(self) -> dict:
         """The prompt as the ``objects`` entry names it."""
@@ -141,53 +137,140 @@ class _Job:
         return objects_json.describe_prompt(self.prompt, stamp, self.fell_back)
 
 
-class GestaltNode(Node):
-    """Amodal segmentation node; parameters are exactly ``GestaltConfig().to_flat()``."""
+class GestaltNode(LifecycleNode):
+    """Amodal segmentation as a managed (lifecycle) node; parameters are ``GestaltConfig().to_flat()``.
+
+    configure: read the parameters, load the models on ``device``, create topics; activate:
+    start the worker and serve prompts; deactivate: stop taking prompts (pending ones are
+    answered with an error); cleanup: free the models (and CUDA's cache). ``main`` configures
+    and activates the node itself, so ``ros2 run`` needs no lifecycle manager.
+    """
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.config = self._declare_parameters()
-        ros = self.config.ros
-        self.pipeline = GestaltPipeline.from_config(self.config)
+        self.pipeline: GestaltPipeline | None = None
         self.counters = Counters()
         self._ids = itertools.count()  # objects entry ids; next() is atomic under the GIL
         self._cache: collections.OrderedDict[tuple[int, int], tuple[Header, np.ndarray]] = collections.OrderedDict()
         self._cache_lock = threading.Lock()
-        self._status_lock = threading.Lock()
-
-        out = reliable_qos()
-        self._pub_visible = self.create_publisher(Image, topics.VISIBLE_MASK, out)
-        self._pub_amodal = self.create_publisher(Image, topics.AMODAL_MASK, out)
-        self._pub_completion = self.create_publisher(Image, topics.COMPLETION, out)
-        self._pub_objects = self.create_publisher(String, topics.OBJECTS, out)
-        self._pub_overlay = self.create_publisher(Image, topics.OVERLAY, out) if ros.publish_overlay else None
-        self._pub_status = self.create_publisher(String, topics.STATUS, out)
-
         self._jobs: collections.deque[_Job] = collections.deque()
-        self._frame_set: np.ndarray | None = None  # the frame the pipeline's set_image last saw (worker only)
         self._jobs_cv = threading.Condition()
+        self._frame_set: np.ndarray | None = None  # the frame the pipeline's set_image last saw (worker only)
+        self._worker: threading.Thread | None = None
         self._stopping = False
-        self._worker = threading.Thread(target=self._work, name="gestalt_worker", daemon=True)
-        self._worker.start()
+        self._active = False
+        self._entities: list = []  # subscriptions, publishers and timers made at configure
+        self.add_on_set_parameters_callback(self._on_set_parameters)
 
-        self.create_subscription(Image, topics.IMAGE, self._on_image, image_qos(ros))
-        self.create_subscription(PointStamped, topics.PROMPT_POINT, self._on_point, reliable_qos())
-        self.create_subscription(PolygonStamped, topics.PROMPT_BOX, self._on_box, reliable_qos())
-        self.create_subscription(Image, topics.PROMPT_MASK, self._on_mask, reliable_qos())
-        self.create_timer(STATUS_PERIOD_S, self._publish_status)
-        self.get_logger().info(
-            f"ready: stages {self.config.stages()} on {self.config.device}, "
-            f"image QoS={ros.image_reliability}/depth {ros.image_depth}, listening on "
-            f"{self.resolve_topic_name(topics.IMAGE)}"
-        )
-
+    # ----- parameters -----
     def _declare_parameters(self) -> GestaltConfig:
-        """Declare every config key (read-only: the pipeline is built once) and read the values back."""
+        """Declare every config key (``DYNAMIC`` ones may change while running) and read them back."""
         descriptions = parameter_descriptions()
         defaults = GestaltConfig().to_flat()
         for name, default in defaults.items():
-            self.declare_parameter(name, default, ParameterDescriptor(description=descriptions[name], read_only=True))
+            descriptor = ParameterDescriptor(description=descriptions[name], read_only=name not in DYNAMIC)
+            self.declare_parameter(name, default, descriptor)
         return GestaltConfig.from_flat({name: self.get_parameter(name).value for name in defaults})
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Validate run-time changes with the config's own checks; the reason comes back on failure."""
+        flat = self.config.to_flat()
+        try:
+            for parameter in parameters:
+                if parameter.name not in flat:
+                    raise ConfigError(f"unknown parameter {parameter.name!r}")
+                flat[parameter.name] = parameter.value
+            config = GestaltConfig.from_flat(flat)
+        except ConfigError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        self.config = config
+        if self.pipeline is not None:  # the worker reads the config once per prompt
+            self.pipeline.config = dataclasses.replace(config, device=self.pipeline.config.device)
+        return SetParametersResult(successful=True)
+
+    # ----- lifecycle -----
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self.pipeline = GestaltPipeline.from_config(self.config)
+        except (ConfigError, OSError, ValueError, RuntimeError) as err:
+            self.get_logger().fatal(f"cannot configure: {err}")  # bad parameters, model files or device
+            return TransitionCallbackReturn.FAILURE
+        ros = self.config.ros
+        out = reliable_qos()
+        self._pub_visible = self.create_lifecycle_publisher(Image, topics.VISIBLE_MASK, out)
+        self._pub_amodal = self.create_lifecycle_publisher(Image, topics.AMODAL_MASK, out)
+        self._pub_completion = self.create_lifecycle_publisher(Image, topics.COMPLETION, out)
+        self._pub_overlay = self.create_lifecycle_publisher(Image, topics.OVERLAY, out)
+        self._pub_objects = self.create_lifecycle_publisher(String, topics.OBJECTS, out)
+        self._pub_status = self.create_publisher(String, topics.STATUS, out)
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, out)
+        self._entities = [
+            self._pub_visible,
+            self._pub_amodal,
+            self._pub_completion,
+            self._pub_overlay,
+            self._pub_objects,
+            self._pub_status,
+            self._pub_diagnostics,
+            self.create_subscription(Image, topics.IMAGE, self._on_image, image_qos(ros)),
+            self.create_subscription(PointStamped, topics.PROMPT_POINT, self._on_point, reliable_qos()),
+            self.create_subscription(PolygonStamped, topics.PROMPT_BOX, self._on_box, reliable_qos()),
+            self.create_subscription(Image, topics.PROMPT_MASK, self._on_mask, reliable_qos()),
+            self.create_timer(ros.status_period, self._publish_status),
+        ]
+        device = self.pipeline.config.device
+        self.get_logger().info(
+            f"configured: stages {self.config.stages()} on {device}, image QoS {ros.image_reliability}/depth "
+            f"{ros.image_depth}, listening on {self.resolve_topic_name(topics.IMAGE)}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="gestalt_worker", daemon=True)
+        self._worker.start()
+        self._active = True
+        self.get_logger().info("active: serving prompts")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        for job in self.stop_worker():
+            self._publish_error(job.describe(), "dropped: the node was deactivated", job.image_header)
+        self.get_logger().info("inactive: prompts are refused until the node is activated again")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._active = False
+        self.stop_worker()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        """Destroy the topics and free the models: their CPU memory, and CUDA's cached blocks."""
+        for entity in self._entities:
+            if isinstance(entity, Timer):
+                self.destroy_timer(entity)
+            elif isinstance(entity, Subscription):
+                self.destroy_subscription(entity)
+            else:
+                self.destroy_publisher(entity)
+        self._entities = []
+        with self._cache_lock:
+            self._cache.clear()
+        cuda = self.pipeline is not None and self.pipeline.config.device.startswith("cuda")
+        self.pipeline = None
+        self._frame_set = None
+        gc.collect()
+        if cuda:
+            import torch
+
+            torch.cuda.empty_cache()
 
     # ----- callbacks: cheap, never run the pipeline -----
     def _on_image(self, msg: Image) -> None:
@@ -213,7 +296,6 @@ class GestaltNode(Node):
                 self._cache.move_to_end(key)
                 while len(self._cache) > self.config.ros.image_cache_size:
                     self._cache.popitem(last=False)
-        self._publish_status()
 
     def _on_point(self, msg: PointStamped) -> None:
         self._on_prompt("point", msg.header, lambda: convert.point_to_prompt(msg))
@@ -230,10 +312,15 @@ class GestaltNode(Node):
         A prompt that cannot be served is counted, logged and answered on ``objects`` with an
         entry whose ``error`` says why, so a client never waits for an answer that will not come.
         """
+        arrived = time.perf_counter()
         self.counters.prompt("received")
         stamp = convert.stamp_key(header)
         request = {"kind": kind, "stamp": {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec}}
         reply_header = header
+        if not self._active:
+            self.counters.prompt("rejected", "inactive")
+            self.get_logger().warning(f"{kind} prompt refused: the node is not active", throttle_duration_sec=1.0)
+            return
         try:
             prompt = make_prompt()
             request = objects_json.describe_prompt(prompt, request["stamp"])
@@ -252,7 +339,8 @@ class GestaltNode(Node):
                 self.counters.prompt("fell_back_to_latest")
                 self.get_logger().warning(
                     f"{kind} prompt stamped {stamp}: no cached image with that stamp; using the latest "
-                    f"image, stamped {convert.stamp_key(image_header)}"
+                    f"image, stamped {convert.stamp_key(image_header)}",
+                    throttle_duration_sec=1.0,
                 )
             prompt = check_prompt(prompt, *rgb.shape[:2])
         except convert.ImageError as err:
@@ -260,13 +348,11 @@ class GestaltNode(Node):
         except PromptError as err:
             self._reject(kind, stamp, "invalid_prompt", str(err), request, reply_header)
         else:
-            self._enqueue(_Job(kind, prompt, convert.copy_header(header), image_header, rgb, fell_back))
-        finally:
-            self._publish_status()
+            self._enqueue(_Job(kind, prompt, convert.copy_header(header), image_header, rgb, fell_back, arrived))
 
     def _reject(self, kind: str, stamp: tuple[int, int], reason: str, text: str, request: dict, head: Header) -> None:
         self.counters.prompt("rejected", reason)
-        self.get_logger().error(f"rejected {kind} prompt stamped {stamp}: {text}")
+        self.get_logger().error(f"rejected {kind} prompt stamped {stamp}: {text}", throttle_duration_sec=1.0)
         self._publish_error({"fell_back_to_latest": False, **request}, f"rejected ({reason}): {text}", head)
 
     def _enqueue(self, job: _Job) -> None:
@@ -280,8 +366,8 @@ class GestaltNode(Node):
             self.counters.prompt("dropped")
             text = f"{self.config.ros.max_pending_prompts} prompts were pending (ros.max_pending_prompts)"
             self.get_logger().warning(
-                f"dropped the oldest pending prompt, a {old.kind} prompt stamped "
-                f"{convert.stamp_key(old.prompt_header)}: {text}"
+                f"dropping the oldest pending prompts: {text}; the count is in status and /diagnostics",
+                throttle_duration_sec=1.0,
             )
             self._publish_error(old.describe(), f"dropped: {text}", old.image_header)
 
@@ -295,7 +381,11 @@ class GestaltNode(Node):
                     return
                 job = self._jobs.popleft()
             try:
-                self._publish_result(job, self._predict(job))
+                result = self._predict(job)
+                published = time.perf_counter()
+                self._publish_result(job, result)
+                now = time.perf_counter()
+                self.counters.latency({**result.timings, "publish": now - published, "total": now - job.arrived})
                 self.counters.prompt("processed")
             except PromptError as err:
                 self.counters.prompt("rejected", "invalid_prompt")
@@ -306,7 +396,6 @@ class GestaltNode(Node):
                 text = f"{type(err).__name__}: {err}"
                 self._log_error(f"{job.kind} prompt failed: {text}")
                 self._publish_error(job.describe(), f"failed: {text}", job.image_header)
-            self._publish_status()
 
     def _predict(self, job: _Job) -> ObjectResult:
         """The pipeline on the job's frame; a frame is set (embedded) once for all its prompts."""
@@ -318,16 +407,20 @@ class GestaltNode(Node):
     def _log_error(self, text: str) -> None:
         """Log from the worker unless shutdown has begun (rosout is gone after Ctrl-C)."""
         if not self._stopping and self.context.ok():
-            self.get_logger().error(text)
+            self.get_logger().error(text, throttle_duration_sec=1.0)
 
     def _publish_result(self, job: _Job, result: ObjectResult) -> None:
+        """Every output with the image's header; images only for topics someone subscribes to."""
         header = job.image_header
-        self._pub_visible.publish(convert.mask_to_image(result.visible_mask, header))
-        self._pub_amodal.publish(convert.mask_to_image(result.amodal_mask, header))
-        self._pub_completion.publish(convert.rgb_to_image(result.completion, header))
-        entry = objects_json.result_entry(next(self._ids), result, job.describe())
-        self._publish_objects(header, entry)
-        if self._pub_overlay is not None:
+        for publisher, make in (
+            (self._pub_visible, lambda: convert.mask_to_image(result.visible_mask, header)),
+            (self._pub_amodal, lambda: convert.mask_to_image(result.amodal_mask, header)),
+            (self._pub_completion, lambda: convert.rgb_to_image(result.completion, header)),
+        ):
+            if publisher.get_subscription_count():
+                publisher.publish(make())
+        self._publish_objects(header, objects_json.result_entry(next(self._ids), result, job.describe()))
+        if self.config.ros.publish_overlay and self._pub_overlay.get_subscription_count():
             self._pub_overlay.publish(convert.rgb_to_image(draw_overlay(job.rgb, result), header))
 
     def _publish_error(self, prompt: dict, error: str, header: Header) -> None:
@@ -339,24 +432,55 @@ class GestaltNode(Node):
             self._pub_objects.publish(String(data=json.dumps(objects_json.message(head, [entry]))))
 
     def _publish_status(self) -> None:
+        """``status`` JSON and ``/diagnostics``, once per ``ros.status_period``."""
+        if not self.context.ok():
+            return
         status = self.counters.snapshot()
         with self._jobs_cv:
             status["prompts"]["pending"] = len(self._jobs)
-        with self._status_lock:
-            if self.context.ok():
-                self._pub_status.publish(String(data=json.dumps(status)))
+        self._pub_status.publish(String(data=json.dumps(status)))
+        header = Header(stamp=self.get_clock().now().to_msg())
+        device = self.pipeline.config.device if self.pipeline is not None else self.config.device
+        self._pub_diagnostics.publish(
+            diagnostic_array(
+                f"{self.get_name()}: amodal pipeline",
+                device,
+                status,
+                header,
+                worker_alive=self._worker is not None and self._worker.is_alive(),
+                active=self._active,
+                dropped_recently=self.counters.dropped_since_last_call(),
+                latency_warn=self.config.ros.latency_warn,
+                device_memory=_device_memory(device),
+            )
+        )
 
     # ----- shutdown -----
-    def stop_worker(self) -> None:
-        """Stop the worker after its current prompt; pending prompts are discarded."""
+    def stop_worker(self) -> list[_Job]:
+        """Stop the worker after its current prompt; returns the prompts still pending."""
         with self._jobs_cv:
             self._stopping = True
+            pending = list(self._jobs)
+            self._jobs.clear()
             self._jobs_cv.notify_all()
-        self._worker.join()
+        if self._worker is not None:
+            self._worker.join()
+            self._worker = None
+        return pending
 
     def destroy_node(self) -> None:
+        self._active = False
         self.stop_worker()
         super().destroy_node()
+
+
+def _device_memory(device: str) -> dict[str, float]:
+    """CUDA memory in MiB (allocated by tensors, reserved by the cache), or the process's peak RSS on a CPU."""
+    if device.startswith("cuda"):
+        import torch
+
+        return {"allocated_mib": torch.cuda.memory_allocated(device) / 2**20, "reserved_mib": torch.cuda.memory_reserved(device) / 2**20}
+    return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def select_fastdds_profile() -> str:
@@ -397,13 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         node = GestaltNode()
         node.get_logger().info(f"{profile_note} (rmw: {rclpy.get_rmw_implementation_identifier()})")
+        # no lifecycle manager needed: configure and activate as the node starts (as yolo_ros does)
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            return 1
+        node.trigger_activate()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (OSError, ValueError) as err:
-        if node is not None:  # raised while serving: not a start-up problem
+        if node is not None and node.pipeline is not None:  # raised while serving: not a start-up problem
             raise
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")  # bad parameters or model files
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")  # bad parameters
         return 1
     finally:
         if node is not None:

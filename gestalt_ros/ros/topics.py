@@ -16,3 +16,4 @@ COMPLETION = "completion"
 OBJECTS = "objects"
 OVERLAY = "overlay"
 STATUS = "status"
+DIAGNOSTICS = "/diagnostics"  # absolute, as diagnostic aggregators expect

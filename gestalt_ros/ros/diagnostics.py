@@ -1,0 +1,119 @@
+"""The node's bookkeeping: counters, per-stage latency, and the ``/diagnostics`` message.
+
+Callbacks and the worker write here under one lock; a timer reads a snapshot at
+``ros.status_period`` and publishes it as ``status`` JSON and as a
+``diagnostic_msgs/DiagnosticArray`` on ``/diagnostics`` (what ``rqt_runtime_monitor`` and
+aggregators read). Nothing is published per message.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from std_msgs.msg import Header
+
+# Latencies kept per stage for the percentiles.
+WINDOW = 256
+# Stages timed in the node: the pipeline's own, "publish" (conversion and publishing of the
+# outputs) and "total" (from the prompt's arrival to its last output, queue wait included).
+STAGES = ("set_image", "visible", "completion", "amodal", "recognition", "publish", "total")
+
+
+class Counters:
+    """Counts by event and reason, and latency windows by stage; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._images = {"received": 0, "rejected": collections.Counter()}
+        self._prompts = {
+            "received": 0,
+            "processed": 0,
+            "rejected": collections.Counter(),
+            "failed": 0,
+            "dropped": 0,
+            "fell_back_to_latest": 0,
+        }
+        self._latency = {stage: collections.deque(maxlen=WINDOW) for stage in STAGES}
+        self._last_dropped = 0
+
+    def image(self, key: str, reason: str | None = None) -> None:
+        self._add(self._images, key, reason)
+
+    def prompt(self, key: str, reason: str | None = None) -> None:
+        self._add(self._prompts, key, reason)
+
+    def _add(self, group: dict, key: str, reason: str | None) -> None:
+        with self._lock:
+            if reason is None:
+                group[key] += 1
+            else:
+                group[key][reason] += 1
+
+    def latency(self, timings: dict[str, float]) -> None:
+        with self._lock:
+            for stage, seconds in timings.items():
+                if stage in self._latency:
+                    self._latency[stage].append(seconds)
+
+    def snapshot(self) -> dict:
+        """Counters and, per stage, the last / p50 / p95 / p99 latency in seconds."""
+        with self._lock:
+            latency = {
+                stage: {
+                    "last": round(window[-1], 4),
+                    **{f"p{q}": round(float(np.percentile(window, q)), 4) for q in (50, 95, 99)},
+                }
+                for stage, window in self._latency.items()
+                if window
+            }
+            return {"images": _plain(self._images), "prompts": _plain(self._prompts), "latency_s": latency}
+
+    def dropped_since_last_call(self) -> int:
+        with self._lock:
+            new = self._prompts["dropped"] - self._last_dropped
+            self._last_dropped = self._prompts["dropped"]
+            return new
+
+
+def _plain(group: dict) -> dict:
+    return {key: dict(value) if isinstance(value, collections.Counter) else value for key, value in group.items()}
+
+
+def diagnostic_array(
+    name: str,
+    hardware_id: str,
+    snapshot: dict,
+    header: Header,
+    *,
+    worker_alive: bool,
+    active: bool,
+    dropped_recently: int,
+    latency_warn: float,
+    device_memory: dict[str, float] | None = None,
+) -> DiagnosticArray:
+    """One status: ERROR when the worker died while active, WARN on recent drops or slow prompts."""
+    total_p95 = snapshot["latency_s"].get("total", {}).get("p95", 0.0)
+    if active and not worker_alive:
+        level, message = DiagnosticStatus.ERROR, "the worker thread died: prompts are not served"
+    elif dropped_recently:
+        level, message = DiagnosticStatus.WARN, f"{dropped_recently} prompts dropped since the last report"
+    elif total_p95 > latency_warn:
+        level, message = DiagnosticStatus.WARN, f"prompt latency p95 {total_p95:.2f} s > ros.latency_warn {latency_warn} s"
+    else:
+        level, message = DiagnosticStatus.OK, "serving" if active else "inactive (lifecycle)"
+    values = [KeyValue(key="active", value=str(active).lower())]
+    for group in ("images", "prompts"):
+        for key, value in snapshot[group].items():
+            if isinstance(value, dict):
+                values += [KeyValue(key=f"{group}.{key}.{reason}", value=str(n)) for reason, n in sorted(value.items())]
+            else:
+                values.append(KeyValue(key=f"{group}.{key}", value=str(value)))
+    for stage, stats in snapshot["latency_s"].items():
+        values += [KeyValue(key=f"latency.{stage}.{q}_ms", value=f"{1000 * s:.1f}") for q, s in stats.items()]
+    for key, value in (device_memory or {}).items():
+        values.append(KeyValue(key=f"device.{key}", value=f"{value:.1f}"))
+    status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id, values=values)
+    return DiagnosticArray(header=header, status=[status])
