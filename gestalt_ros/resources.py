@@ -13,14 +13,20 @@ PACKAGE = "gestalt_ros"
 
 
 def share_dir(name: str) -> Path:
-    """Path of the data folder ``name`` ("assets", "config", "model" or "launch")."""
-    candidates = [Path(__file__).resolve().parent.parent / name, Path(sys.prefix) / "share" / PACKAGE / name]
-    try:  # a robot's ROS install knows the share directory of every package
+    """Path of the data folder ``name`` ("assets", "config", "model" or "launch").
+
+    Looked for beside the package (a source checkout or editable install), then where the
+    ament index says the package is installed (colcon, a robot's ROS), then under the
+    Python prefix (a wheel), so each install finds its own copy first.
+    """
+    candidates = [Path(__file__).resolve().parent.parent / name]
+    try:
         from ament_index_python.packages import get_package_share_directory
 
         candidates.append(Path(get_package_share_directory(PACKAGE)) / name)
     except Exception:  # noqa: BLE001 - ament_index is optional and raises its own errors
         pass
+    candidates.append(Path(sys.prefix) / "share" / PACKAGE / name)
     for path in candidates:
         if path.is_dir():
             return path
