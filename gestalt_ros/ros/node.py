@@ -191,10 +191,15 @@ class GestaltNode(LifecycleNode):
 
     # ----- lifecycle -----
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        try:
-            self.pipeline = GestaltPipeline.from_config(self.config)
-        except (ConfigError, OSError, ValueError, RuntimeError) as err:
-            self.get_logger().fatal(f"cannot configure: {err}")  # bad parameters, model files or device
+        failure: list[BaseException] = []
+        ready = threading.Event()
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, args=(ready, failure), name="gestalt_worker", daemon=True)
+        self._worker.start()
+        ready.wait()
+        if failure:
+            self.stop_worker()
+            self.get_logger().fatal(f"cannot configure: {failure[0]}")  # bad parameters, model files or device
             return TransitionCallbackReturn.FAILURE
         ros = self.config.ros
         out = reliable_qos()
@@ -227,21 +232,22 @@ class GestaltNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._stopping = False
-        self._worker = threading.Thread(target=self._work, name="gestalt_worker", daemon=True)
-        self._worker.start()
         self._active = True
         self.get_logger().info("active: serving prompts")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
-        for job in self.stop_worker():
+        with self._jobs_cv:
+            pending = list(self._jobs)
+            self._jobs.clear()
+        for job in pending:
             self._publish_error(job.describe(), "dropped: the node was deactivated", job.image_header)
         self.get_logger().info("inactive: prompts are refused until the node is activated again")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.stop_worker()
         self._release()
         return TransitionCallbackReturn.SUCCESS
 
@@ -372,8 +378,23 @@ class GestaltNode(LifecycleNode):
             self._publish_error(old.describe(), f"dropped: {text}", old.image_header)
 
     # ----- worker -----
-    def _work(self) -> None:
-        """Run queued prompts until stopped; no exception from one prompt ends the loop."""
+    def _work(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        """Load the models, then run queued prompts until stopped; no exception from one prompt ends it.
+
+        The models are built and run in this one thread, with torch's intra-op threads set
+        here: a pipeline built in the main thread ran about 35% slower in this one (measured,
+        benchmarks/node_latency.py; the README's Latency section).
+        """
+        import torch
+
+        torch.set_num_threads(torch.get_num_threads())
+        try:
+            self.pipeline = GestaltPipeline.from_config(self.config)
+        except Exception as err:  # noqa: BLE001 - any failure to load is a failed configure, with its reason
+            failure.append(err)
+            return
+        finally:
+            ready.set()
         while True:
             with self._jobs_cv:
                 self._jobs_cv.wait_for(lambda: self._jobs or self._stopping)
@@ -456,17 +477,15 @@ class GestaltNode(LifecycleNode):
         )
 
     # ----- shutdown -----
-    def stop_worker(self) -> list[_Job]:
-        """Stop the worker after its current prompt; returns the prompts still pending."""
+    def stop_worker(self) -> None:
+        """Stop the worker after its current prompt; pending prompts are discarded."""
         with self._jobs_cv:
             self._stopping = True
-            pending = list(self._jobs)
             self._jobs.clear()
             self._jobs_cv.notify_all()
         if self._worker is not None:
             self._worker.join()
             self._worker = None
-        return pending
 
     def destroy_node(self) -> None:
         self._active = False
