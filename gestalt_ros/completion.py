@@ -253,10 +253,7 @@ class CompletionSampler:
         return self(
             crop,
             visible,
-            num_samples=options.num_samples,
-            num_inference_steps=options.num_inference_steps,
-            guidance_scale=options.guidance_scale,
-            eta=options.eta,
+            **options.sampling(),
             generator=torch.Generator().manual_seed(seed),
             strength=options.strength,
             mirror=options.mirror_samples,

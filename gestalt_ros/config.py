@@ -108,6 +108,15 @@ class CompletionConfig:
     # pix2gestalt: "auto" (float16 on CUDA, float32 on the CPU), "float32", "float16" or "bfloat16".
     precision: str = "auto"
 
+    def sampling(self) -> dict[str, Any]:
+        """The diffusion settings every completion model takes, as its pipeline's keyword arguments."""
+        return {
+            "num_samples": self.num_samples,
+            "num_inference_steps": self.num_inference_steps,
+            "guidance_scale": self.guidance_scale,
+            "eta": self.eta,
+        }
+
     def validate(self) -> None:
         _check_choice("completion.crop", self.crop, ("object", "image"))
         _check_choice("completion.precision", self.precision, PRECISIONS)

@@ -7,6 +7,7 @@ two-process test publishes a 640x480 rgb8 image best-effort, which is lost witho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import py_compile
@@ -456,35 +457,45 @@ def test_main_help_lists_parameters_and_rejects_stray_arguments(capsys) -> None:
     assert info.value.code == 2
 
 
-def test_two_processes_large_best_effort_image(tiny_pipeline_config: GestaltConfig, tmp_path: Path) -> None:
-    """The node in its own process; a 640x480 rgb8 frame goes best-effort, large outputs come back best-effort."""
+@contextlib.contextmanager
+def _node_in_own_process(config: GestaltConfig, tmp_path: Path, *ros_args: str, env=None, **peer_kwargs):
+    """``gestalt_node`` in a subprocess with ``config`` as its parameter file, and a ``Peer`` here.
+
+    Yields (peer, log path, process); afterwards the node is stopped with SIGINT, as Ctrl-C would.
+    """
     params = tmp_path / "params.yaml"
-    params.write_text(tiny_pipeline_config.to_ros_yaml())
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop(PROFILE_ENV)  # main() must pick the shipped profile by itself
+    params.write_text(config.to_ros_yaml())
     log_path = tmp_path / "node.log"
-    deadline = time.monotonic() + 60
+    command = [sys.executable, "-m", "gestalt_ros.ros.node", "--ros-args", "--params-file", str(params), *ros_args]
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gestalt_ros.ros.node",
-                "--ros-args",
-                "--params-file",
-                str(params),
-                "-p",
-                "completion.num_samples:=2",
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     ctx = rclpy.Context()
     rclpy.init(context=ctx)
     peer = None
     try:
-        peer = Peer(ctx, output_qos=BEST_EFFORT)
+        peer = Peer(ctx, **peer_kwargs)
+        yield peer, log_path, proc
+    finally:
+        if peer is not None:
+            peer.close()
+        rclpy.try_shutdown(context=ctx)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_two_processes_large_best_effort_image(tiny_pipeline_config: GestaltConfig, tmp_path: Path) -> None:
+    """The node in its own process; a 640x480 rgb8 frame goes best-effort, large outputs come back best-effort."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop(PROFILE_ENV)  # main() must pick the shipped profile by itself
+    deadline = time.monotonic() + 60
+    process = _node_in_own_process(
+        tiny_pipeline_config, tmp_path, "-p", "completion.num_samples:=2", env=env, output_qos=BEST_EFFORT
+    )
+    with process as (peer, log_path, proc):
         peer.connect(timeout=deadline - time.monotonic())
         rng = np.random.default_rng(0)
         frame = rng.integers(0, 60, (480, 640, 3), dtype=np.uint8)
@@ -507,16 +518,6 @@ def test_two_processes_large_best_effort_image(tiny_pipeline_config: GestaltConf
         completion = peer.received[topics.COMPLETION][0]
         assert (completion.height, completion.width, completion.encoding) == (480, 640, "rgb8")
         assert sent <= 2, f"{sent} sends before the node received a frame"
-    finally:
-        if peer is not None:
-            peer.close()
-        rclpy.try_shutdown(context=ctx)
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
     output = log_path.read_text()
     assert "shipped" in output and "fastdds_shm.xml" in output, output
     assert proc.returncode == 0 and "Traceback" not in output, output
@@ -661,20 +662,9 @@ def test_after_a_burst_a_new_frame_is_answered_within_the_queue_bound(
 ) -> None:
     """The node in its own process, as on a robot: 100 clicks in a second, then a prompt on a new frame."""
     image, visible = scene_image
-    params = tmp_path / "params.yaml"
-    params.write_text(tiny_pipeline_config.with_overrides(["ros.status_period=0.2"]).to_ros_yaml())
-    with open(tmp_path / "node.log", "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gestalt_ros.ros.node", "--ros-args", "--params-file", str(params)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    peer = None
-    try:
-        # a planner that reads `objects` only: the node then converts and publishes no images
-        peer = Peer(ctx, image_outputs=())
+    config = tiny_pipeline_config.with_overrides(["ros.status_period=0.2"])
+    # a planner that reads `objects` only: the node then converts and publishes no images
+    with _node_in_own_process(config, tmp_path, image_outputs=()) as (peer, log_path, _):
         peer.connect(timeout=60)
         burst = _header(1, 0, "cam")
         peer.send_image(image, burst)
@@ -704,13 +694,7 @@ def test_after_a_burst_a_new_frame_is_answered_within_the_queue_bound(
         assert prompts["received"] == 101 and prompts["processed"] + prompts["dropped"] == 101
         assert prompts["dropped"] > 0, "the burst overflowed the bounded queue"
         assert peer.spin_until(lambda: len(peer.objects()) == 101), "every prompt answered: a result or why not"
-    finally:
-        if peer is not None:
-            peer.close()
-        rclpy.try_shutdown(context=ctx)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=20)
-    output = (tmp_path / "node.log").read_text()
+    output = log_path.read_text()
     assert output.count("dropping the oldest pending prompts") <= elapsed + 1, "drops are logged once a second at most"
 
 

@@ -265,13 +265,17 @@ def build_projection(arch: Architecture) -> torch.nn.Linear:
     return torch.nn.Linear(*arch.projection)
 
 
-def parameter_counts(arch: Architecture) -> dict[str, int]:
-    """Parameters of each network, counted on the meta device (no memory, no weights)."""
-    with torch.device("meta"):
-        nets = {
+def build_networks(arch: Architecture, device: str | torch.device = "cpu") -> dict[str, torch.nn.Module]:
+    """The four networks on ``device`` ("meta": shapes only, no memory), by their folder names."""
+    with torch.device(device):
+        return {
             "unet": build_unet(arch),
             "vae": build_vae(arch),
             "image_encoder": build_image_encoder(arch.clip),
             "cc_projection": build_projection(arch),
         }
-    return {name: sum(p.numel() for p in net.parameters()) for name, net in nets.items()}
+
+
+def parameter_counts(arch: Architecture) -> dict[str, int]:
+    """Parameters of each network, counted on the meta device (no memory, no weights)."""
+    return {name: sum(p.numel() for p in net.parameters()) for name, net in build_networks(arch, "meta").items()}

@@ -41,10 +41,7 @@ class Pix2GestaltCompleter:
         out = self.pipe(
             crop,
             visible,
-            num_samples=options.num_samples,
-            num_inference_steps=options.num_inference_steps,
-            guidance_scale=options.guidance_scale,
-            eta=options.eta,
+            **options.sampling(),
             generator=torch.Generator().manual_seed(seed),
             reference_schedule=options.reference_schedule,
         )

@@ -32,10 +32,7 @@ from gestalt_ros.pix2gestalt.architecture import (
     PROJECTION_PREFIX,
     UNET_PREFIX,
     Architecture,
-    build_image_encoder,
-    build_projection,
-    build_unet,
-    build_vae,
+    build_networks,
     infer,
     unet_config,
     vae_config,
@@ -117,13 +114,7 @@ def convert(ckpt: Path, out_dir: Path, ema: bool = True, num_heads: int = 8, tru
     start = time.perf_counter()
     state = load_original(Path(ckpt), trust_pickle)
     arch = infer(state, num_heads)
-    with torch.device("meta"):
-        nets = {
-            "unet": build_unet(arch),
-            "vae": build_vae(arch),
-            "image_encoder": build_image_encoder(arch.clip),
-            "cc_projection": build_projection(arch),
-        }
+    nets = build_networks(arch, "meta")
     states = {
         "unet": unet_state(state, unet_config(arch), ema),
         "vae": convert_ldm_vae_checkpoint(state, vae_config(arch)),

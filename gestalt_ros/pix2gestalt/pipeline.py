@@ -95,12 +95,14 @@ class Pix2GestaltPipeline:
         """Random weights at ``arch``'s widths: for benchmarks and architecture tests."""
         from diffusers import DDIMScheduler
 
-        from gestalt_ros.pix2gestalt.architecture import build_unet, build_vae
+        from gestalt_ros.pix2gestalt.architecture import build_networks
         from gestalt_ros.pix2gestalt.convert import SCHEDULER
 
-        with torch.device(device):
-            nets = (build_unet(arch), build_vae(arch), build_image_encoder(arch.clip), build_projection(arch))
-        return cls(*nets, DDIMScheduler(**arch.schedule, **SCHEDULER), arch).to(device, torch_dtype)
+        nets = build_networks(arch, device)
+        scheduler = DDIMScheduler(**arch.schedule, **SCHEDULER)
+        return cls(nets["unet"], nets["vae"], nets["image_encoder"], nets["cc_projection"], scheduler, arch).to(
+            device, torch_dtype
+        )
 
     def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Pix2GestaltPipeline:
         for net in (self.unet, self.vae, self.image_encoder, self.cc_projection):
