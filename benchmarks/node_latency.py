@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gestalt_ros import timing
+
 
 def frame_and_mask() -> tuple[np.ndarray, np.ndarray]:
     """A 640x480 frame: a textured background, a red disc half hidden by a blue bar."""
@@ -38,7 +40,7 @@ def frame_and_mask() -> tuple[np.ndarray, np.ndarray]:
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
-    return {f"p{q}": round(float(np.percentile(values, q)), 4) for q in (50, 95, 99)} | {"n": len(values)}
+    return timing.percentiles(values) | {"n": len(values)}
 
 
 class NodeClient:

@@ -129,6 +129,11 @@ def copy_header(header: Header) -> Header:
     return Header(stamp=Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec), frame_id=header.frame_id)
 
 
+def stamp_json(header: Header) -> dict[str, int]:
+    """A header's stamp as the ``objects`` JSON writes it."""
+    return {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec}
+
+
 def stamp_key(header: Header) -> tuple[int, int]:
     """(sec, nanosec) of a header: how a prompt finds the cached image it refers to."""
     return header.stamp.sec, header.stamp.nanosec

@@ -11,9 +11,10 @@ from __future__ import annotations
 import collections
 import threading
 
-import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
+
+from gestalt_ros.timing import percentiles
 
 # Latencies kept per stage for the percentiles.
 WINDOW = 256
@@ -62,10 +63,7 @@ class Counters:
         """Counters and, per stage, the last / p50 / p95 / p99 latency in seconds."""
         with self._lock:
             latency = {
-                stage: {
-                    "last": round(window[-1], 4),
-                    **{f"p{q}": round(float(np.percentile(window, q)), 4) for q in (50, 95, 99)},
-                }
+                stage: {"last": round(window[-1], 4), **percentiles(window)}
                 for stage, window in self._latency.items()
                 if window
             }

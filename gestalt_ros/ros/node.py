@@ -133,8 +133,7 @@ class _Job:
 
     def describe(self) -> dict:
         """The prompt as the ``objects`` entry names it."""
-        stamp = {"sec": self.prompt_header.stamp.sec, "nanosec": self.prompt_header.stamp.nanosec}
-        return objects_json.describe_prompt(self.prompt, stamp, self.fell_back)
+        return objects_json.describe_prompt(self.prompt, convert.stamp_json(self.prompt_header), self.fell_back)
 
 
 class GestaltNode(LifecycleNode):
@@ -321,7 +320,7 @@ class GestaltNode(LifecycleNode):
         arrived = time.perf_counter()
         self.counters.prompt("received")
         stamp = convert.stamp_key(header)
-        request = {"kind": kind, "stamp": {"sec": header.stamp.sec, "nanosec": header.stamp.nanosec}}
+        request = {"kind": kind, "stamp": convert.stamp_json(header)}
         reply_header = header
         if not self._active:
             self.counters.prompt("rejected", "inactive")
