@@ -6,10 +6,12 @@ wheel or colcon install, ``setup.py`` puts them under ``<prefix>/share/gestalt_r
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 PACKAGE = "gestalt_ros"
+PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 
 
 def share_dir(name: str) -> Path:
@@ -36,3 +38,19 @@ def share_dir(name: str) -> Path:
 def fastdds_profile() -> Path:
     """The writer-side Fast DDS profile with a 16 MB shared-memory segment (large images)."""
     return share_dir("config") / "fastdds_shm.xml"
+
+
+def select_fastdds_profile() -> str:
+    """Point Fast DDS at the shipped writer profile unless the user chose one; returns a line for the log.
+
+    Must run before the first participant of the process exists: Fast DDS reads the file once.
+    """
+    chosen = os.environ.get(PROFILE_ENV)
+    if chosen:
+        return f"Fast DDS profile from {PROFILE_ENV}: {chosen}"
+    try:
+        path = fastdds_profile()
+    except FileNotFoundError as err:
+        return f"no Fast DDS profile ({err}); large outputs may not reach best-effort readers in other processes"
+    os.environ[PROFILE_ENV] = str(path)
+    return f"Fast DDS profile (shipped, 16 MB shared memory): {path}"

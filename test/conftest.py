@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +58,57 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-@pytest.fixture()
-def tiny_pipeline_config(tiny_model_dir: Path) -> GestaltConfig:
-    """The embedded backend with the tiny model, 2 samples and 2 DDIM steps."""
+def tiny_config(model_dir: Path) -> GestaltConfig:
+    """The embedded backend with the tiny model in ``model_dir``, 2 samples and 2 DDIM steps."""
     cfg = GestaltConfig()
-    cfg.completion.weights = str(tiny_model_dir)
+    cfg.completion.weights = str(model_dir)
     cfg.completion.num_samples = 2
     cfg.completion.num_inference_steps = 2
     return cfg.validate()
+
+
+@pytest.fixture()
+def tiny_pipeline_config(tiny_model_dir: Path) -> GestaltConfig:
+    return tiny_config(tiny_model_dir)
+
+
+@contextlib.contextmanager
+def node_in_own_process(
+    config: GestaltConfig, directory: Path, *ros_args: str, env: dict[str, str] | None = None
+) -> Iterator[tuple[Path, subprocess.Popen]]:
+    """``gestalt_node`` in a subprocess with ``config`` as its parameter file (written to ``directory``).
+
+    Yields (log path, process); afterwards the node is stopped with SIGINT, as Ctrl-C would.
+    """
+    params = directory / "params.yaml"
+    params.write_text(config.to_ros_yaml())
+    log_path = directory / "node.log"
+    command = [sys.executable, "-m", "gestalt_ros.ros.node", "--ros-args", "--params-file", str(params), *ros_args]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        yield log_path, proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def fails_in_one_line(argv: list[str], capsys: pytest.CaptureFixture, *words: str) -> None:
+    """The command exits with code 2 and one error line naming the problem, no traceback."""
+    from gestalt_ros.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert info.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and "error:" in lines[-1] and len(lines) == 1, err
+    for word in words:
+        assert word in lines[-1], err
 
 
 def check_objects_message(message: dict) -> list[dict]:

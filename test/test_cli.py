@@ -3,7 +3,7 @@ import json
 import cv2
 import numpy as np
 import pytest
-from conftest import check_objects_message
+from conftest import check_objects_message, fails_in_one_line
 
 from gestalt_ros.cli import main
 from gestalt_ros.config import GestaltConfig
@@ -19,20 +19,8 @@ def test_config_applies_overrides(capsys):
     assert json.loads(capsys.readouterr().out)["completion.num_samples"] == 6
 
 
-def _fails_in_one_line(argv: list[str], capsys, *words: str) -> None:
-    """The command exits with code 2 and one error line naming the problem, no traceback."""
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    err = capsys.readouterr().err
-    assert info.value.code == 2, err
-    lines = err.strip().splitlines()
-    assert "Traceback" not in err and "error:" in lines[-1] and len(lines) == 1, err
-    for word in words:
-        assert word in lines[-1], err
-
-
 def test_unknown_override_is_an_error(capsys):
-    _fails_in_one_line(["config", "--set", "amodal.white_treshold=3"], capsys, "did you mean")
+    fails_in_one_line(["config", "--set", "amodal.white_treshold=3"], capsys, "did you mean")
 
 
 @pytest.fixture()
@@ -71,16 +59,16 @@ def test_segment_writes_masks_completion_and_json(tmp_path, photo, tiny_model_di
 def test_segment_rejects_bad_input_in_one_line(tmp_path, photo, capsys):
     image_path, mask_path, _ = photo
     out = ["--out", str(tmp_path / "out")]
-    _fails_in_one_line(["segment", str(tmp_path / "nope.png"), "--point", "1,1", *out], capsys, "no such image")
+    fails_in_one_line(["segment", str(tmp_path / "nope.png"), "--point", "1,1", *out], capsys, "no such image")
     (tmp_path / "text.png").write_text("not an image")
-    _fails_in_one_line(["segment", str(tmp_path / "text.png"), "--point", "1,1", *out], capsys, "cannot read")
-    _fails_in_one_line(["segment", str(image_path), "--point", "100,5", *out], capsys, "outside the 64x48 image")
-    _fails_in_one_line(["segment", str(image_path), "--point", "3", *out], capsys, "--point X,Y")
-    _fails_in_one_line(["segment", str(image_path), "--box", "1,2,3,x", *out], capsys, "--box")
+    fails_in_one_line(["segment", str(tmp_path / "text.png"), "--point", "1,1", *out], capsys, "cannot read")
+    fails_in_one_line(["segment", str(image_path), "--point", "100,5", *out], capsys, "outside the 64x48 image")
+    fails_in_one_line(["segment", str(image_path), "--point", "3", *out], capsys, "--point X,Y")
+    fails_in_one_line(["segment", str(image_path), "--box", "1,2,3,x", *out], capsys, "--box")
     small = tmp_path / "small.png"
     cv2.imwrite(str(small), np.zeros((10, 10), np.uint8))
-    _fails_in_one_line(["segment", str(image_path), "--mask", str(small), *out], capsys, "shape")
-    _fails_in_one_line(["segment", str(image_path), "--mask", str(tmp_path / "none.png"), *out], capsys, "no such mask")
+    fails_in_one_line(["segment", str(image_path), "--mask", str(small), *out], capsys, "shape")
+    fails_in_one_line(["segment", str(image_path), "--mask", str(tmp_path / "none.png"), *out], capsys, "no such mask")
     assert not (tmp_path / "out").exists(), "nothing is written for a request that cannot run"
 
 
@@ -89,9 +77,9 @@ def test_training_without_the_training_meshes_says_how_to_pass_them(tmp_path, ca
 
     config = Path(__file__).resolve().parents[1] / "config" / "train" / "train_cpu.yaml"
     argv = ["train", "--config", str(config), "--out", str(tmp_path / "m"), "--cache-dir", str(tmp_path / "c")]
-    _fails_in_one_line(argv, capsys, "YcbBanana", "--ycb-root")
-    _fails_in_one_line([*argv, "--ycb-root", str(tmp_path)], capsys, str(tmp_path))
-    _fails_in_one_line(["synth", "--out", str(tmp_path / "s"), "--objects", "train"], capsys, "--ycb-root")
+    fails_in_one_line(argv, capsys, "YcbBanana", "--ycb-root")
+    fails_in_one_line([*argv, "--ycb-root", str(tmp_path)], capsys, str(tmp_path))
+    fails_in_one_line(["synth", "--out", str(tmp_path / "s"), "--objects", "train"], capsys, "--ycb-root")
 
 
 def test_node_arguments_go_to_ros(monkeypatch):
@@ -106,7 +94,7 @@ def test_node_arguments_go_to_ros(monkeypatch):
 def test_eval_without_its_data_says_so(tmp_path, capsys):
     missing = tmp_path / "cocoa5"
     argv = ["eval", "--annotations", str(missing), "--images-root", str(tmp_path), "--out", str(tmp_path / "e")]
-    _fails_in_one_line(argv, capsys, "--annotations", "does not exist")
+    fails_in_one_line(argv, capsys, "--annotations", "does not exist")
     (tmp_path / "empty.json").write_text('{"images": []}')
     argv[2] = str(tmp_path / "empty.json")
-    _fails_in_one_line([*argv, "--quiet"], capsys, "no object could be scored")
+    fails_in_one_line([*argv, "--quiet"], capsys, "no object could be scored")

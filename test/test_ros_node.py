@@ -11,16 +11,13 @@ import contextlib
 import json
 import os
 import py_compile
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import check_objects_message
+from conftest import check_objects_message, node_in_own_process
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -36,9 +33,9 @@ from std_msgs.msg import Header, String
 
 from gestalt_ros.config import GestaltConfig
 from gestalt_ros.overlay import contact_row, draw_overlay
-from gestalt_ros.resources import fastdds_profile
+from gestalt_ros.resources import PROFILE_ENV, fastdds_profile
 from gestalt_ros.ros import convert, topics
-from gestalt_ros.ros.node import PROFILE_ENV, GestaltNode, main, parameter_descriptions
+from gestalt_ros.ros.node import GestaltNode, main, parameter_descriptions
 from gestalt_ros.ros.qos import reliable_qos
 
 os.environ.setdefault(PROFILE_ENV, str(fastdds_profile()))
@@ -459,32 +456,21 @@ def test_main_help_lists_parameters_and_rejects_stray_arguments(capsys) -> None:
 
 @contextlib.contextmanager
 def _node_in_own_process(config: GestaltConfig, tmp_path: Path, *ros_args: str, env=None, **peer_kwargs):
-    """``gestalt_node`` in a subprocess with ``config`` as its parameter file, and a ``Peer`` here.
+    """``gestalt_node`` in a subprocess (conftest's ``node_in_own_process``) and a ``Peer`` here.
 
-    Yields (peer, log path, process); afterwards the node is stopped with SIGINT, as Ctrl-C would.
+    Yields (peer, log path, process).
     """
-    params = tmp_path / "params.yaml"
-    params.write_text(config.to_ros_yaml())
-    log_path = tmp_path / "node.log"
-    command = [sys.executable, "-m", "gestalt_ros.ros.node", "--ros-args", "--params-file", str(params), *ros_args]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
-    ctx = rclpy.Context()
-    rclpy.init(context=ctx)
-    peer = None
-    try:
-        peer = Peer(ctx, **peer_kwargs)
-        yield peer, log_path, proc
-    finally:
-        if peer is not None:
-            peer.close()
-        rclpy.try_shutdown(context=ctx)
-        proc.send_signal(signal.SIGINT)
+    with node_in_own_process(config, tmp_path, *ros_args, env=env) as (log_path, proc):
+        ctx = rclpy.Context()
+        rclpy.init(context=ctx)
+        peer = None
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            peer = Peer(ctx, **peer_kwargs)
+            yield peer, log_path, proc
+        finally:
+            if peer is not None:
+                peer.close()
+            rclpy.try_shutdown(context=ctx)
 
 
 def test_two_processes_large_best_effort_image(tiny_pipeline_config: GestaltConfig, tmp_path: Path) -> None:

@@ -17,7 +17,6 @@ import gc
 import inspect
 import itertools
 import json
-import os
 import re
 import resource
 import sys
@@ -45,14 +44,13 @@ from gestalt_ros.config import ConfigError, GestaltConfig
 from gestalt_ros.overlay import draw_overlay
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import PromptError, check_prompt
-from gestalt_ros.resources import fastdds_profile
+from gestalt_ros.resources import select_fastdds_profile
 from gestalt_ros.ros import convert, topics
 from gestalt_ros.ros.diagnostics import Counters, diagnostic_array
 from gestalt_ros.ros.qos import image_qos, reliable_qos
 from gestalt_ros.types import MaskPrompt, ObjectResult, Prompt
 
 NODE_NAME = "gestalt_node"
-PROFILE_ENV = "FASTDDS_DEFAULT_PROFILES_FILE"
 # Parameters that may change while the node runs (the worker reads them once per prompt);
 # all others are read-only, as they would need the models rebuilt: cleanup and configure.
 DYNAMIC = frozenset(
@@ -499,22 +497,6 @@ def _device_memory(device: str) -> dict[str, float]:
 
         return {"allocated_mib": torch.cuda.memory_allocated(device) / 2**20, "reserved_mib": torch.cuda.memory_reserved(device) / 2**20}
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
-def select_fastdds_profile() -> str:
-    """Point Fast DDS at the shipped writer profile unless the user chose one; returns a line for the log.
-
-    Must run before the first participant of the process exists: Fast DDS reads the file once.
-    """
-    chosen = os.environ.get(PROFILE_ENV)
-    if chosen:
-        return f"Fast DDS profile from {PROFILE_ENV}: {chosen}"
-    try:
-        path = fastdds_profile()
-    except FileNotFoundError as err:
-        return f"no Fast DDS profile ({err}); large outputs may not reach best-effort readers in other processes"
-    os.environ[PROFILE_ENV] = str(path)
-    return f"Fast DDS profile (shipped, 16 MB shared memory): {path}"
 
 
 def _parser() -> argparse.ArgumentParser:
