@@ -54,6 +54,7 @@ setup(
             "ros-kilted-geometry-msgs",
             "ros-kilted-std-msgs",
             "ros-kilted-diagnostic-msgs",
+            "ros-kilted-rosgraph-msgs",  # /clock, for `gestalt-ros replay --clock`
         ],
         # The paper's full-size models (your own weights: none are shipped).
         "full": ["open-clip-torch", "segment-anything", "accelerate"],

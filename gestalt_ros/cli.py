@@ -3,6 +3,7 @@
 gestalt-ros segment IMAGE --point X,Y --out DIR   the pipeline once on your photo (or --box, --mask)
 gestalt-ros convert --ckpt FILE --out DIR  pix2gestalt's original checkpoint -> diffusers folder
 gestalt-ros demo --out DIR                 bag of synthetic scenes -> node -> bag + PNGs
+gestalt-ros replay BAG [--rate R] [--clock]  a recorded bag -> the running node -> bag of its outputs
 gestalt-ros node [--ros-args ...]          the ROS 2 node (same as `ros2 run gestalt_ros gestalt_node`)
 gestalt-ros train --config FILE --out DIR  train the embedded completion model
 gestalt-ros average --out DIR A B ...     average the weights of trained models
@@ -163,6 +164,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_replay(args: argparse.Namespace) -> int:
+    from gestalt_ros.replay import replay
+
+    summary = replay(
+        args.bag, args.out, namespace=args.namespace, rate=args.rate, clock=args.clock, timeout=args.timeout
+    )
+    print(summary.line())
+    return 1 if summary.unanswered else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gestalt-ros", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -242,6 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_demo)
 
+    p = sub.add_parser("replay", help="replay a bag through the running gestalt_node and record its outputs")
+    p.add_argument("bag", type=Path, help="rosbag2 bag (sqlite3 or MCAP: its folder, or a .db3/.mcap file)")
+    p.add_argument("--rate", type=float, default=1.0, help="speed over the recording (0: wait for each answer)")
+    p.add_argument("--out", type=Path, help="MCAP bag to write (default: BAG_gestalt beside the input)")
+    p.add_argument("--namespace", default="/", help="the node's namespace; the bag's topics must be under it")
+    p.add_argument("--clock", action="store_true", help="publish /clock from the bag's time (use_sim_time)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node, and for answers")
+    p.set_defaults(func=_cmd_replay)
+
     sub.add_parser("node", help="run the ROS 2 node; arguments after it go to ROS (--ros-args ...)", add_help=False)
     return parser
 
@@ -271,9 +291,19 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from gestalt_ros.data.ycb import YcbModelsNotFound
     from gestalt_ros.pix2gestalt import CheckpointError
     from gestalt_ros.prompts import PromptError
+    from gestalt_ros.replay import ReplayError
     from gestalt_ros.segment import InputError
 
-    return UsageError, ConfigError, PromptError, InputError, YcbModelsNotFound, FileExistsError, CheckpointError
+    return (
+        UsageError,
+        ConfigError,
+        PromptError,
+        InputError,
+        YcbModelsNotFound,
+        FileExistsError,
+        CheckpointError,
+        ReplayError,
+    )
 
 
 if __name__ == "__main__":

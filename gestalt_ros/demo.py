@@ -13,16 +13,15 @@ from __future__ import annotations
 import collections
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
-from tqdm.auto import tqdm
 
 from gestalt_ros.config import GestaltConfig
+from gestalt_ros.ros import topics
 from gestalt_ros.types import mask_bbox
 
 logger = logging.getLogger(__name__)
@@ -31,6 +30,15 @@ NAMESPACE = "/camera"
 FRAME_ID = "camera_optical_frame"
 # One prompt of each kind per scene, in this order (the PNG names end with the kind).
 PROMPT_KINDS = ("point", "box", "mask")
+# The node's outputs the demo records (``objects`` among them; not /diagnostics).
+DEMO_OUTPUTS = (
+    topics.VISIBLE_MASK,
+    topics.AMODAL_MASK,
+    topics.COMPLETION,
+    topics.OBJECTS,
+    topics.OVERLAY,
+    topics.STATUS,
+)
 
 
 @dataclass
@@ -77,19 +85,14 @@ def write_input_bag(path: Path, scenes: list[tuple[np.ndarray, list[DemoPrompt]]
     from rosbags.typesys import Stores, get_typestore
     from std_msgs.msg import Header
 
+    from gestalt_ros.replay import INPUTS
     from gestalt_ros.ros.convert import mask_to_image, rgb_to_image
     from gestalt_ros.ros.topics import IMAGE, PROMPT_BOX, PROMPT_MASK, PROMPT_POINT
 
     typestore = get_typestore(Stores.ROS2_KILTED)
-    types = {
-        IMAGE: "sensor_msgs/msg/Image",
-        PROMPT_POINT: "geometry_msgs/msg/PointStamped",
-        PROMPT_BOX: "geometry_msgs/msg/PolygonStamped",
-        PROMPT_MASK: "sensor_msgs/msg/Image",
-    }
     manifest = []
     with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
-        conns = {t: writer.add_connection(f"{NAMESPACE}/{t}", m, typestore=typestore) for t, m in types.items()}
+        conns = {t: writer.add_connection(f"{NAMESPACE}/{t}", m, typestore=typestore) for t, m in INPUTS.items()}
         for i, (image, prompts) in enumerate(scenes):
             stamp_ns = start_ns + i * 1_000_000_000
             header = Header(frame_id=FRAME_ID)
@@ -111,127 +114,40 @@ def write_input_bag(path: Path, scenes: list[tuple[np.ndarray, list[DemoPrompt]]
     return manifest
 
 
-def replay_through_node(
-    input_bag: Path, output_bag: Path, config: GestaltConfig, n_prompts: int, timeout_s: float = 120.0
-) -> dict:
-    """Publish the bag's messages to a live GestaltNode and record its outputs to ``output_bag``."""
+def replay_through_node(input_bag: Path, output_bag: Path, config: GestaltConfig, timeout_s: float = 120.0) -> dict:
+    """Replay the bag through a GestaltNode in this process, each prompt waiting for its answer
+    (``gestalt_ros.replay``, rate 0), and record the node's outputs to ``output_bag``."""
     import rclpy
-    from geometry_msgs.msg import PointStamped, PolygonStamped
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
-    from rosbags.rosbag2 import Reader, StoragePlugin, Writer
-    from rosbags.typesys import Stores, get_typestore
-    from sensor_msgs.msg import Image
-    from std_msgs.msg import String
 
-    from gestalt_ros.ros import topics
-    from gestalt_ros.ros.node import GestaltNode, select_fastdds_profile
-    from gestalt_ros.ros.qos import reliable_qos
+    from gestalt_ros.replay import replay
+    from gestalt_ros.resources import select_fastdds_profile
+    from gestalt_ros.ros.node import GestaltNode
 
     logger.info(select_fastdds_profile())
-    outputs = {
-        topics.VISIBLE_MASK: Image,
-        topics.AMODAL_MASK: Image,
-        topics.COMPLETION: Image,
-        topics.OBJECTS: String,
-        topics.OVERLAY: Image,
-        topics.STATUS: String,
-    }
-    msg_types = {
-        Image: "sensor_msgs/msg/Image",
-        String: "std_msgs/msg/String",
-        PointStamped: "geometry_msgs/msg/PointStamped",
-        PolygonStamped: "geometry_msgs/msg/PolygonStamped",
-    }
-    inputs = {
-        f"{NAMESPACE}/{topics.IMAGE}": Image,
-        f"{NAMESPACE}/{topics.PROMPT_POINT}": PointStamped,
-        f"{NAMESPACE}/{topics.PROMPT_BOX}": PolygonStamped,
-        f"{NAMESPACE}/{topics.PROMPT_MASK}": Image,
-    }
-
     context = rclpy.Context()
     rclpy.init(context=context)
-    typestore = get_typestore(Stores.ROS2_KILTED)
     overrides = [Parameter(k, value=v) for k, v in config.to_flat().items()]
     node = GestaltNode(namespace=NAMESPACE, context=context, parameter_overrides=overrides)
-    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        raise RuntimeError("gestalt_node could not be configured; its log above says why")
-    node.trigger_activate()
-    player = rclpy.create_node("gestalt_demo_player", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    executor.add_node(player)
-    done = threading.Event()
-    counts = {t: 0 for t in outputs}
-    last_status: dict = {}
     try:
-        with Writer(output_bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
-            conns = {
-                t: writer.add_connection(f"{NAMESPACE}/{t}", msg_types[m], typestore=typestore)
-                for t, m in outputs.items()
-            }
-
-            def record(topic: str):
-                def callback(raw: bytes) -> None:
-                    writer.write(conns[topic], time.time_ns(), raw)
-                    counts[topic] += 1
-                    if topic == topics.STATUS:
-                        last_status.update(json.loads(_string_data(raw)))
-                    if counts[topics.OBJECTS] >= n_prompts:
-                        done.set()
-
-                return callback
-
-            for topic, msg_type in outputs.items():
-                player.create_subscription(msg_type, f"{NAMESPACE}/{topic}", record(topic), reliable_qos(), raw=True)
-            pubs = {name: player.create_publisher(t, name, reliable_qos()) for name, t in inputs.items()}
-            spin = threading.Thread(target=executor.spin, daemon=True)
-            spin.start()
-            _wait_for_match(pubs, timeout_s=10.0)
-            with Reader(input_bag) as reader:
-                bar = tqdm(total=n_prompts, desc="replaying through gestalt_node", unit="prompt")
-                sent = 0
-                for conn, _, raw in reader.messages():
-                    pubs[conn.topic].publish(raw)  # serialized CDR straight from the bag
-                    if conn.topic.endswith(topics.IMAGE):
-                        time.sleep(0.05)  # the image reaches the node's cache before its prompts
-                        continue
-                    sent += 1
-                    deadline = time.monotonic() + timeout_s
-                    while counts[topics.OBJECTS] < sent and time.monotonic() < deadline:
-                        time.sleep(0.02)  # pace prompts to the worker: none is dropped
-                    bar.update(1)
-                bar.close()
-            done.wait(timeout=timeout_s)
-            time.sleep(1.2)  # one more status message after the last result
-            # Stop the callbacks (shutdown waits for a running one) before the bag closes: a
-            # status message written while the writer closes would corrupt its last chunk.
-            executor.shutdown()
-            spin.join(timeout=5.0)
+        if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError("gestalt_node could not be configured; its log above says why")
+        node.trigger_activate()
+        summary = replay(
+            input_bag,
+            output_bag,
+            namespace=NAMESPACE,
+            rate=0.0,
+            timeout=timeout_s,
+            outputs=DEMO_OUTPUTS,
+            context=context,
+            nodes=[node],
+        )
     finally:
-        executor.shutdown()
         node.destroy_node()
-        player.destroy_node()
         rclpy.try_shutdown(context=context)
-    return {"outputs": counts, "node_status": last_status}
-
-
-def _string_data(raw: bytes) -> str:
-    from rclpy.serialization import deserialize_message
-    from std_msgs.msg import String
-
-    return deserialize_message(raw, String).data
-
-
-def _wait_for_match(pubs: dict, timeout_s: float) -> None:
-    """Wait until the node subscribes to every replayed topic, so no first message is lost."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline and any(p.get_subscription_count() == 0 for p in pubs.values()):
-        time.sleep(0.05)
+    return {"outputs": summary.recorded, "node_status": summary.node_status}
 
 
 def write_pngs(input_bag: Path, output_bag: Path, out_dir: Path) -> list[Path]:
@@ -248,7 +164,6 @@ def write_pngs(input_bag: Path, output_bag: Path, out_dir: Path) -> list[Path]:
     from std_msgs.msg import String
 
     from gestalt_ros.overlay import contact_row
-    from gestalt_ros.ros import topics
     from gestalt_ros.ros.convert import image_to_mask, image_to_rgb, stamp_key
 
     frames: dict[tuple[int, int], np.ndarray] = {}
@@ -302,7 +217,7 @@ def run_demo(out_dir: Path, config: GestaltConfig, scenes: int = 4, seed: int = 
     logger.info("rendering %d synthetic scenes", scenes)
     data = _scenes_with_prompts(scenes, seed)
     manifest = write_input_bag(input_bag, data, start_ns=1_700_000_000 * 1_000_000_000)
-    replay = replay_through_node(input_bag, output_bag, config, n_prompts=len(manifest))
+    replay = replay_through_node(input_bag, output_bag, config)
     pngs = write_pngs(input_bag, output_bag, out_dir)
     summary = {
         "scenes": len(data),

@@ -10,13 +10,14 @@ import pytest
 pytest.importorskip("rclpy")
 
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point, Point32, PointStamped, PolygonStamped
+from geometry_msgs.msg import Point, Point32, PointStamped, PolygonStamped, PoseWithCovariance
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 
 from gestalt_ros.prompts import PromptError
 from gestalt_ros.ros import convert
-from gestalt_ros.types import BoxPrompt, PointPrompt
+from gestalt_ros.ros.detections import detection_array
+from gestalt_ros.types import BoxPrompt, ObjectResult, PointPrompt
 
 HEADER = Header(stamp=Time(sec=12, nanosec=345), frame_id="camera_optical")
 
@@ -149,3 +150,76 @@ def test_outputs_reject_wrong_arrays() -> None:
         convert.rgb_to_image(np.zeros((4, 4), np.uint8), HEADER)
     with pytest.raises(ValueError, match="H x W mask"):
         convert.mask_to_image(np.zeros((4, 4, 3), bool), HEADER)
+
+
+class _RosidlLike:
+    """A message class as rosidl generates it: keyword construction, its declared fields only,
+    each value checked on assignment (``[T]``: a sequence of T)."""
+
+    FIELDS: dict = {}
+
+    def __init__(self, **values) -> None:
+        for name, kind in self.FIELDS.items():
+            object.__setattr__(self, name, [] if isinstance(kind, list) else kind())
+        for name, value in values.items():
+            setattr(self, name, value)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name not in self.FIELDS:
+            raise AttributeError(f"{type(self).__name__} has no field {name!r}")
+        kind = self.FIELDS[name]
+        if isinstance(kind, list):
+            ok = isinstance(value, (list, tuple)) and all(isinstance(v, kind[0]) for v in value)
+        else:
+            ok = isinstance(value, kind)
+        assert ok, f"The '{name}' field must be of type {kind}, got {value!r}"
+        object.__setattr__(self, name, value)
+
+
+def _vision_msgs_stand_in() -> SimpleNamespace:
+    """vision_msgs 4.x (ROS 2 Kilted) as its msg/*.msg files lay it out; the real one has no wheel."""
+
+    def msg(name: str, **fields) -> type:
+        return type(name, (_RosidlLike,), {"FIELDS": fields})
+
+    point = msg("Point2D", x=float, y=float)
+    pose = msg("Pose2D", position=point, theta=float)
+    box = msg("BoundingBox2D", center=pose, size_x=float, size_y=float)
+    hypothesis = msg("ObjectHypothesis", class_id=str, score=float)
+    with_pose = msg("ObjectHypothesisWithPose", hypothesis=hypothesis, pose=PoseWithCovariance)
+    detection = msg("Detection2D", header=Header, results=[with_pose], bbox=box, id=str)
+    array = msg("Detection2DArray", header=Header, detections=[detection])
+    classes = (point, pose, box, hypothesis, with_pose, detection, array)
+    return SimpleNamespace(**{c.__name__: c for c in classes})
+
+
+def test_a_result_as_a_detection2d_array() -> None:
+    mask = np.zeros((40, 30), bool)
+    result = ObjectResult(
+        visible_mask=mask,
+        amodal_mask=mask,
+        agreement=np.zeros((40, 30), np.float32),
+        completion=np.zeros((40, 30, 3), np.uint8),
+        completion_crop=np.zeros((8, 8, 3), np.uint8),
+        completions=np.zeros((1, 8, 8, 3), np.uint8),
+        sample_masks=np.zeros((1, 8, 8), bool),
+        label="coffee mug",
+        score=np.float32(0.25),  # as the classifiers give it
+        top_k=[("coffee mug", 0.25)],
+        visible_bbox=(5, 4, 20, 20),
+        amodal_bbox=(3, 4, 20, 31),
+        crop_box=(0, 0, 30, 40),
+        occlusion_ratio=0.3,
+    )
+    msgs = _vision_msgs_stand_in()
+    array = detection_array(msgs, result, HEADER, 7)
+    (detection,) = array.detections
+    for header in (array.header, detection.header):  # the source image's, copied
+        assert header is not HEADER and convert.stamp_key(header) == (12, 345) and header.frame_id == "camera_optical"
+    assert detection.id == "7", "the objects entry's id"
+    box = detection.bbox
+    assert (box.center.position.x, box.center.position.y, box.size_x, box.size_y) == (11.5, 17.5, 17.0, 27.0)
+    edges = (box.center.position.x - box.size_x / 2, box.center.position.y - box.size_y / 2)
+    assert edges + (edges[0] + box.size_x, edges[1] + box.size_y) == result.amodal_bbox
+    (hypothesis,) = detection.results
+    assert hypothesis.hypothesis.class_id == "coffee mug" and hypothesis.hypothesis.score == 0.25

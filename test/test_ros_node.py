@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import py_compile
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -706,3 +707,22 @@ def test_a_stage_that_raises_fails_that_request_and_the_node_keeps_serving(start
     (error,) = peer.errors()
     assert error["error"] == "failed: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert len(peer.answers()) == 1 and peer.wait_status(lambda s: s["prompts"]["failed"] == 1)
+
+
+def test_without_vision_msgs_detections_are_off_logged_once_and_reported(
+    start, scene_image, monkeypatch, capfd
+) -> None:
+    monkeypatch.setitem(sys.modules, "vision_msgs", None)  # not importable, even on a machine that has it
+    image, visible = scene_image
+    node, peer = start()
+    published = {publisher.topic_name for publisher in node.publishers}
+    assert "/objects" in published and "/detections" not in published, published
+    header = _header(1, 0, "cam")
+    peer.send_image(image, header)
+    peer.wait_status(lambda s: s["images"]["received"] == 1)
+    peer.send_mask(visible, header)
+    peer.wait_outputs(1)
+    assert len(peer.answers()) == 1, "everything else as before"
+    assert peer.spin_until(lambda: peer.diagnostics and "detections" in _values(peer.diagnostics[-1]))
+    assert _values(peer.diagnostics[-1])["detections"].startswith("off: vision_msgs is not installed")
+    assert capfd.readouterr().err.count("detections off: vision_msgs is not installed") == 1

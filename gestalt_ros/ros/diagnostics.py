@@ -90,19 +90,26 @@ def diagnostic_array(
     active: bool,
     dropped_recently: int,
     latency_warn: float,
+    detections: str,
     device_memory: dict[str, float] | None = None,
 ) -> DiagnosticArray:
-    """One status: ERROR when the worker died while active, WARN on recent drops or slow prompts."""
+    """One status: ERROR when the worker died while active, WARN on recent drops or slow prompts.
+
+    ``detections``: "on", or "off: why" (no vision_msgs), reported as it is.
+    """
     total_p95 = snapshot["latency_s"].get("total", {}).get("p95", 0.0)
     if active and not worker_alive:
         level, message = DiagnosticStatus.ERROR, "the worker thread died: prompts are not served"
     elif dropped_recently:
         level, message = DiagnosticStatus.WARN, f"{dropped_recently} prompts dropped since the last report"
     elif total_p95 > latency_warn:
-        level, message = DiagnosticStatus.WARN, f"prompt latency p95 {total_p95:.2f} s > ros.latency_warn {latency_warn} s"
+        level, message = (
+            DiagnosticStatus.WARN,
+            f"prompt latency p95 {total_p95:.2f} s > ros.latency_warn {latency_warn} s",
+        )
     else:
         level, message = DiagnosticStatus.OK, "serving" if active else "inactive (lifecycle)"
-    values = [KeyValue(key="active", value=str(active).lower())]
+    values = [KeyValue(key="active", value=str(active).lower()), KeyValue(key="detections", value=detections)]
     for group in ("images", "prompts"):
         for key, value in snapshot[group].items():
             if isinstance(value, dict):

@@ -45,7 +45,7 @@ from gestalt_ros.overlay import draw_overlay
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import PromptError, check_prompt
 from gestalt_ros.resources import select_fastdds_profile
-from gestalt_ros.ros import convert, topics
+from gestalt_ros.ros import convert, detections, topics
 from gestalt_ros.ros.diagnostics import Counters, diagnostic_array
 from gestalt_ros.ros.qos import image_qos, reliable_qos
 from gestalt_ros.types import MaskPrompt, ObjectResult, Prompt
@@ -158,6 +158,7 @@ class GestaltNode(LifecycleNode):
         self._stopping = False
         self._active = False
         self._entities: list = []  # subscriptions, publishers and timers made at configure
+        self._vision_msgs, self._pub_detections, self._detections_state = None, None, "off: not configured"
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
     # ----- parameters -----
@@ -221,6 +222,16 @@ class GestaltNode(LifecycleNode):
             self.create_subscription(Image, topics.PROMPT_MASK, self._on_mask, reliable_qos()),
             self.create_timer(ros.status_period, self._publish_status),
         ]
+        self._vision_msgs, self._detections_state = detections.load()
+        if self._vision_msgs is None:
+            self.get_logger().info(
+                f"detections {self._detections_state}: no Detection2DArray on {self.resolve_topic_name(topics.DETECTIONS)}"
+            )
+        else:
+            self._pub_detections = self.create_lifecycle_publisher(
+                self._vision_msgs.Detection2DArray, topics.DETECTIONS, out
+            )
+            self._entities.append(self._pub_detections)
         device = self.pipeline.config.device
         self.get_logger().info(
             f"configured: stages {self.config.stages()} on {device}, image QoS {ros.image_reliability}/depth "
@@ -437,7 +448,10 @@ class GestaltNode(LifecycleNode):
         ):
             if publisher.get_subscription_count():
                 publisher.publish(make())
-        self._publish_objects(header, objects_json.result_entry(next(self._ids), result, job.describe()))
+        entry_id = next(self._ids)
+        self._publish_objects(header, objects_json.result_entry(entry_id, result, job.describe()))
+        if self._pub_detections is not None:
+            self._pub_detections.publish(detections.detection_array(self._vision_msgs, result, header, entry_id))
         if self.config.ros.publish_overlay and self._pub_overlay.get_subscription_count():
             self._pub_overlay.publish(convert.rgb_to_image(draw_overlay(job.rgb, result), header))
 
@@ -461,7 +475,7 @@ class GestaltNode(LifecycleNode):
         device = self.pipeline.config.device if self.pipeline is not None else self.config.device
         self._pub_diagnostics.publish(
             diagnostic_array(
-                f"{self.get_name()}: amodal pipeline",
+                f"{self.get_fully_qualified_name()}: amodal pipeline",  # one per namespace on /diagnostics
                 device,
                 status,
                 header,
@@ -470,6 +484,7 @@ class GestaltNode(LifecycleNode):
                 dropped_recently=self.counters.dropped_since_last_call(),
                 latency_warn=self.config.ros.latency_warn,
                 device_memory=_device_memory(device),
+                detections=self._detections_state,
             )
         )
 
@@ -495,7 +510,10 @@ def _device_memory(device: str) -> dict[str, float]:
     if device.startswith("cuda"):
         import torch
 
-        return {"allocated_mib": torch.cuda.memory_allocated(device) / 2**20, "reserved_mib": torch.cuda.memory_reserved(device) / 2**20}
+        return {
+            "allocated_mib": torch.cuda.memory_allocated(device) / 2**20,
+            "reserved_mib": torch.cuda.memory_reserved(device) / 2**20,
+        }
     return {"peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 

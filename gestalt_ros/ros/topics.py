@@ -16,4 +16,5 @@ COMPLETION = "completion"
 OBJECTS = "objects"
 OVERLAY = "overlay"
 STATUS = "status"
+DETECTIONS = "detections"  # vision_msgs/Detection2DArray, where vision_msgs is installed
 DIAGNOSTICS = "/diagnostics"  # absolute, as diagnostic aggregators expect
