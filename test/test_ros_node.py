@@ -726,3 +726,33 @@ def test_without_vision_msgs_detections_are_off_logged_once_and_reported(
     assert peer.spin_until(lambda: peer.diagnostics and "detections" in _values(peer.diagnostics[-1]))
     assert _values(peer.diagnostics[-1])["detections"].startswith("off: vision_msgs is not installed")
     assert capfd.readouterr().err.count("detections off: vision_msgs is not installed") == 1
+
+
+def test_detections_where_vision_msgs_is_installed(start, scene_image) -> None:
+    """A robot's ROS install (vision_msgs has no wheel): one Detection2DArray per answer, paired by id."""
+    vision_msgs = pytest.importorskip("vision_msgs.msg")
+    image, visible = scene_image
+    node, peer = start()
+    detections = []
+    peer.node.create_subscription(vision_msgs.Detection2DArray, topics.DETECTIONS, detections.append, reliable_qos())
+    assert peer.spin_until(lambda: node.count_subscribers("/detections") > 0)
+    header = _header(3, 7, "cam")
+    peer.send_image(image, header)
+    peer.wait_status(lambda s: s["images"]["received"] == 1)
+    peer.send_mask(visible, header)
+    assert peer.spin_until(lambda: detections and peer.answers())
+    (answer,), (array,) = peer.answers(), detections
+    (detection,) = array.detections
+    for head in (array.header, detection.header):
+        assert _same_source(head, header)
+    x0, y0, x1, y1 = answer["amodal_bbox"]
+    box = detection.bbox
+    assert (box.center.position.x, box.center.position.y, box.size_x, box.size_y) == (
+        (x0 + x1) / 2,
+        (y0 + y1) / 2,
+        x1 - x0,
+        y1 - y0,
+    )
+    assert detection.id == str(answer["id"]) and detection.results[0].hypothesis.class_id == answer["label"]
+    assert detection.results[0].hypothesis.score == pytest.approx(answer["score"], abs=1e-4)
+    assert peer.spin_until(lambda: peer.diagnostics and _values(peer.diagnostics[-1]).get("detections") == "on")
