@@ -5,8 +5,8 @@ under the node's namespace) are published at the bag's receive times scaled by `
 (0: as fast as the node answers, each prompt waiting for its answer), with ``/clock`` from
 the bag's time if asked, for a node on ``use_sim_time``. Every output of the node is
 recorded to an MCAP bag, and each prompt sent is matched to its ``objects`` answer by kind
-and stamp. ``gestalt-ros demo`` replays its bag through a node in its own process with
-this same code.
+and stamp. ``gestalt-ros demo`` replays its bag with this same code, through a node in the
+demo's own process.
 
 rclpy is imported where it is used: the CLI imports ``ReplayError`` without a ROS install.
 """
