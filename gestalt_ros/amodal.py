@@ -143,3 +143,48 @@ class SynthesisAmodal:
                 crop_box=window.box,
                 timings=timings,
             )
+
+
+class RefinedSynthesisAmodal:
+    """``amodal.method: both``: the synthesis vote where its samples agree, another estimator's
+    mask (the single-pass network's) where they disagree.
+
+    A pixel is object when more than ``vote_threshold`` of the samples see object there, and
+    background when fewer than ``1 - vote_threshold`` do; in between, ``refiner`` decides. The
+    completion is still the synthesized sample, placed in the refined mask.
+    """
+
+    def __init__(self, synthesis: SynthesisAmodal, refiner) -> None:
+        self.synthesis = synthesis
+        self.refiner = refiner
+
+    def estimate(
+        self,
+        image: np.ndarray,
+        visible: np.ndarray,
+        completion: CompletionConfig,
+        amodal: AmodalConfig,
+        seed: int,
+    ) -> AmodalEstimate:
+        voted = self.synthesis.estimate(image, visible, completion, amodal, seed)
+        refined = self.refiner.estimate(image, visible, completion, amodal, seed)
+        with timed(voted.timings, "refine"):
+            agreement = voted.agreement
+            undecided = (agreement <= amodal.vote_threshold) & (agreement >= 1.0 - amodal.vote_threshold)
+            mask = np.where(undecided, refined.amodal_mask, agreement > amodal.vote_threshold)
+            if amodal.keep_attached:
+                mask = attached_to(mask, visible)
+            if amodal.union_visible:
+                mask |= visible
+            window = CropWindow.from_box(voted.crop_box)
+        voted.timings["amodal"] = voted.timings.get("amodal", 0.0) + refined.timings.get("amodal", 0.0)
+        return AmodalEstimate(
+            amodal_mask=mask,
+            agreement=np.where(undecided, refined.agreement, agreement),
+            completion=completion_in_frame(voted.completion_crop, mask, window),
+            completion_crop=voted.completion_crop,
+            completions=voted.completions,
+            sample_masks=voted.sample_masks,
+            crop_box=voted.crop_box,
+            timings=voted.timings,
+        )

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from gestalt_ros.config import PRESETS, ConfigError, GestaltConfig
+from gestalt_ros.prompts import PROMPT_KINDS
 
 
 class UsageError(ValueError):
@@ -58,9 +59,19 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from gestalt_ros.train.loop import TrainConfig, train
+    import yaml
 
-    cfg = TrainConfig.from_yaml(args.config)
+    from gestalt_ros.train.loop import TrainConfig, train
+    from gestalt_ros.train.single_pass import KIND, SinglePassTrainConfig, train_single_pass
+
+    if not args.config.is_file():
+        raise UsageError(f"--config {args.config} does not exist")
+    # ``kind: single_pass`` trains the single-pass model; without it, the completion model.
+    single_pass = (yaml.safe_load(Path(args.config).read_text()) or {}).get("kind") == KIND
+    try:
+        cfg = SinglePassTrainConfig.from_yaml(args.config) if single_pass else TrainConfig.from_yaml(args.config)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     for item in args.set:
         key, _, value = item.partition("=")
         if not hasattr(cfg, key):
@@ -68,7 +79,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         setattr(cfg, key, type(getattr(cfg, key))(value))
     if args.ycb_root:
         cfg.ycb_root = str(args.ycb_root)
-    summary = train(cfg, args.out, cache_dir=args.cache_dir, progress=not args.quiet)
+    run = train_single_pass if single_pass else train
+    summary = run(cfg, args.out, cache_dir=args.cache_dir, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -117,7 +129,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = pipeline_config(args)
     if args.samples:
         cfg = cfg.with_overrides([f"completion.num_samples={args.samples}"])
-    metrics = run_eval(cfg, args.annotations, args.images_root, args.out, limit=args.limit, progress=not args.quiet)
+    metrics = run_eval(
+        cfg, args.annotations, args.images_root, args.out, limit=args.limit, progress=not args.quiet, prompt=args.prompt
+    )
     print(json.dumps({k: v for k, v in metrics.items() if k != "per_object"}, indent=2))
     if metrics["n_objects"] == 0:
         raise UsageError(f"no object could be scored from {args.annotations}; see {args.out / 'metrics.json'}")
@@ -127,14 +141,24 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     from gestalt_ros.eval.bench import run_bench
 
-    print(json.dumps(run_bench(pipeline_config(args), objects=args.objects, warmup=args.warmup), indent=2))
+    numbers = run_bench(
+        pipeline_config(args),
+        objects=args.objects,
+        warmup=args.warmup,
+        image_size=args.size,
+        width=args.width,
+        prompt=args.prompt,
+    )
+    print(json.dumps(numbers, indent=2))
     return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
     from gestalt_ros.pix2gestalt.convert import convert
 
-    manifest = convert(args.ckpt, args.out, ema=not args.no_ema, num_heads=args.num_heads, trust_pickle=args.trust_pickle)
+    manifest = convert(
+        args.ckpt, args.out, ema=not args.no_ema, num_heads=args.num_heads, trust_pickle=args.trust_pickle
+    )
     counts = ", ".join(f"{name} {n:,}" for name, n in manifest["parameters"].items())
     print(
         f"wrote {args.out}/ ({manifest['unet_weights']} UNet weights; parameters: {counts}) in "
@@ -186,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flat", action="store_true", help="dotted names as JSON instead of the ROS YAML")
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("train", help="train the embedded completion model")
+    p = sub.add_parser("train", help="train an embedded model: completion, or single-pass (kind: single_pass)")
     p.add_argument("--config", type=Path, required=True, help="training YAML, e.g. config/train/train_cpu.yaml")
     p.add_argument("--ycb-root", type=Path, help="folder of the training objects' YCB models (<Name>/model.urdf)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
@@ -216,6 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--samples", type=int, help="completions per object (completion.num_samples)")
     p.add_argument("--limit", type=int, help="score only the first K objects")
+    p.add_argument(
+        "--prompt",
+        choices=PROMPT_KINDS,
+        default="mask",
+        help="what each object is prompted with: its visible mask (the paper's protocol), its visible box, "
+        "or a click on its innermost visible pixel",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_eval)
@@ -223,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="seconds per object and peak memory on held-out synthetic objects")
     p.add_argument("--objects", type=int, default=20, help="timed objects")
     p.add_argument("--warmup", type=int, default=2, help="untimed objects first")
+    p.add_argument("--size", type=int, default=256, help="rendered scene side, pixels (the frame's height)")
+    p.add_argument("--width", type=int, default=0, help="pad frames to this width (--size 480 --width 640: VGA)")
+    p.add_argument("--prompt", choices=PROMPT_KINDS, default="mask", help="visible mask, box, or innermost click")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_bench)
 

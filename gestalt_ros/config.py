@@ -61,7 +61,8 @@ class ConfigError(ValueError):
 class VisibleConfig:
     """Prompt -> visible mask (embedded default: OpenCV GrabCut seeded by the prompt)."""
 
-    # Segmenter that turns a click or box into the visible mask (registry: backends).
+    # Segmenter that turns a click or box into the visible mask (registry: backends):
+    # "grabcut", "single_pass" (the project's network, see single_pass.*) or "sam".
     method: str = "grabcut"
     # GrabCut refinement iterations (more: slower, tighter masks).
     iterations: int = 5
@@ -132,7 +133,9 @@ class AmodalConfig:
     """Visible mask -> amodal mask."""
 
     # Amodal estimator (registry: backends): "synthesis" thresholds completion.num_samples
-    # completions of the completion model and votes per pixel.
+    # completions of the completion model and votes per pixel; "single_pass" is one forward
+    # pass of the project's network (no completion is synthesized); "both": the vote where
+    # the samples agree, the single-pass mask where they disagree.
     method: str = "synthesis"
     # RGB completions: a pixel is object when its grey level is <= this (pix2gestalt's
     # evaluation threshold; models with alpha use alpha_threshold instead).
@@ -154,6 +157,27 @@ class AmodalConfig:
         _check_range("amodal.white_threshold", self.white_threshold, 0, 255)
         _check_range("amodal.alpha_threshold", self.alpha_threshold, 1, 255)
         _check_range("amodal.vote_threshold", self.vote_threshold, 0.0, 1.0)
+
+
+@dataclass
+class SinglePassStageConfig:
+    """The single-pass model (``visible.method`` or ``amodal.method`` ``single_pass``)."""
+
+    # Empty: the model committed under model/single_pass. Otherwise a model directory
+    # written by `gestalt-ros train` with a ``kind: single_pass`` config.
+    weights: str = ""
+    # A click's passes after the first, each re-centred on the last visible mask.
+    refine_passes: int = 2
+    # A pixel is in a mask when the model's probability exceeds this.
+    mask_threshold: float = 0.5
+    # A click's first pass: "best" keeps the window whose predicted visible IoU is highest;
+    # "blend" averages the windows' masks, weighted by their predicted IoUs.
+    click_first_pass: str = "best"
+
+    def validate(self) -> None:
+        _check_choice("single_pass.click_first_pass", self.click_first_pass, ("best", "blend"))
+        _check_range("single_pass.refine_passes", self.refine_passes, 0, 10)
+        _check_range("single_pass.mask_threshold", self.mask_threshold, 0.01, 0.99)
 
 
 @dataclass
@@ -224,6 +248,7 @@ class GestaltConfig:
     visible: VisibleConfig = field(default_factory=VisibleConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     amodal: AmodalConfig = field(default_factory=AmodalConfig)
+    single_pass: SinglePassStageConfig = field(default_factory=SinglePassStageConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     ros: RosConfig = field(default_factory=RosConfig)
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from gestalt_ros.config import GestaltConfig
+from gestalt_ros.prompts import interior_point
 from gestalt_ros.ros import topics
 from gestalt_ros.types import mask_bbox
 
@@ -46,13 +47,6 @@ class DemoPrompt:
     kind: str
     visible: np.ndarray  # the object's true visible mask (the prompt is derived from it)
     name: str
-
-
-def _interior_point(mask: np.ndarray) -> tuple[float, float]:
-    """The visible pixel farthest from the mask's edge: a click a person would make."""
-    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(x), float(y)
 
 
 def _scenes_with_prompts(n: int, seed: int) -> list[tuple[np.ndarray, list[DemoPrompt]]]:
@@ -100,9 +94,9 @@ def write_input_bag(path: Path, scenes: list[tuple[np.ndarray, list[DemoPrompt]]
             writer.write(conns[IMAGE], stamp_ns, serialize_message(rgb_to_image(image, header)))
             for j, prompt in enumerate(prompts):
                 if prompt.kind == "point":
-                    x, y = _interior_point(prompt.visible)
+                    click = interior_point(prompt.visible)
                     msg, topic = PointStamped(header=header), PROMPT_POINT
-                    msg.point.x, msg.point.y = x, y
+                    msg.point.x, msg.point.y = click.x, click.y
                 elif prompt.kind == "box":
                     x0, y0, x1, y1 = mask_bbox(prompt.visible)
                     msg, topic = PolygonStamped(header=header), PROMPT_BOX

@@ -14,6 +14,9 @@ import numpy as np
 
 from gestalt_ros.types import BBox, BoxPrompt, MaskPrompt, PointPrompt, Prompt, mask_bbox
 
+# Prompts the evaluation derives from a true visible mask (``prompt_from_mask``).
+PROMPT_KINDS = ("point", "box", "mask")
+
 
 class PromptError(ValueError):
     """A prompt that does not fit the image it refers to."""
@@ -59,6 +62,25 @@ def check_prompt(prompt: Prompt, height: int, width: int) -> Prompt:
             raise PromptError("mask prompt is empty")
         return MaskPrompt(mask)
     raise PromptError(f"unknown prompt type {type(prompt).__name__}")
+
+
+def interior_point(mask: np.ndarray) -> PointPrompt:
+    """The mask's pixel farthest from its edge: the click a person would make on the object."""
+    dist = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
+    return PointPrompt(float(x), float(y))
+
+
+def prompt_from_mask(kind: str, visible: np.ndarray) -> Prompt:
+    """The evaluation's prompt of ``kind`` for an object's true visible mask: its innermost
+    pixel (point), its bounding box (box), or the mask itself (mask)."""
+    if kind == "point":
+        return interior_point(visible)
+    if kind == "box":
+        return BoxPrompt(*(float(v) for v in mask_bbox(visible)))
+    if kind == "mask":
+        return MaskPrompt(visible)
+    raise ValueError(f"prompt kind must be one of {PROMPT_KINDS}, got {kind!r}")
 
 
 @dataclass(frozen=True)

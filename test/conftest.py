@@ -58,6 +58,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_single_pass_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64 px single-pass network (the real encoder's architecture, seeded random weights)."""
+    from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_single_pass")
+    config = SinglePassConfig(resolution=64, decoder_channels=(32, 24, 16, 16, 8))
+    SinglePassNet(config, pretrained=False).save_pretrained(directory)
+    return directory
+
+
 def tiny_config(model_dir: Path) -> GestaltConfig:
     """The embedded backend with the tiny model in ``model_dir``, 2 samples and 2 DDIM steps."""
     cfg = GestaltConfig()

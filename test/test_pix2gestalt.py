@@ -137,7 +137,10 @@ def test_bad_files_get_errors_that_name_the_problem(tmp_path: Path) -> None:
         load_original(foreign)
     state = load_original(CKPT)
     partial = tmp_path / "partial.ckpt"
-    torch.save({"state_dict": {k: v for k, v in state.items() if not k.startswith("first_stage_model.decoder.conv_out")}}, partial)
+    torch.save(
+        {"state_dict": {k: v for k, v in state.items() if not k.startswith("first_stage_model.decoder.conv_out")}},
+        partial,
+    )
     with pytest.raises(CheckpointError, match="first_stage_model.decoder.conv_out"):
         convert(partial, tmp_path / "out")
     no_ema = tmp_path / "no_ema.ckpt"
@@ -189,7 +192,10 @@ def test_convert_and_segment_from_the_command_line(tmp_path: Path, capsys) -> No
     assert "ema UNet weights" in capsys.readouterr().out
     settings = ["--set", f"completion.weights={tmp_path / 'p2g'}", "--set", "completion.num_inference_steps=2"]
     argv = ["segment", str(FIXTURE / "input_image.png"), "--mask", str(FIXTURE / "input_mask.png")]
-    assert main([*argv, "--out", str(tmp_path / "seg"), "--preset", "pix2gestalt_fast", "--set", "device=cpu", *settings]) == 0
+    assert (
+        main([*argv, "--out", str(tmp_path / "seg"), "--preset", "pix2gestalt_fast", "--set", "device=cpu", *settings])
+        == 0
+    )
     result = json.loads((tmp_path / "seg" / "result.json").read_text())
     assert result["objects"][0]["error"] is None and (tmp_path / "seg" / "amodal_mask.png").is_file()
     with pytest.raises(SystemExit) as info:

@@ -105,7 +105,10 @@ def test_open_clip_labels_from_its_vocabulary(tiny_pipeline_config, clip_weights
     )
     pipeline = GestaltPipeline.from_config(cfg)
     recognizer = pipeline.components.recognizer
-    assert recognizer.vocabulary == ["red disc", "blue bar", "coffee mug"] and recognizer.text_embeddings.shape == (3, 32)
+    assert recognizer.vocabulary == ["red disc", "blue bar", "coffee mug"] and recognizer.text_embeddings.shape == (
+        3,
+        32,
+    )
     result = pipeline(image, MaskPrompt(visible))
     labels = [label for label, _ in result.top_k]
     scores = [score for _, score in result.top_k]

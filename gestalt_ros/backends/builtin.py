@@ -1,10 +1,12 @@
-"""The built-in stages: GrabCut, the project's own completion model or pix2gestalt (your
-converted weights), synthesis + vote, EfficientNet-Lite0. Each builder imports its stage's
-module when it runs, so naming a stage costs nothing until it is built.
+"""The built-in stages: GrabCut, the project's single-pass network, the project's own
+completion model or pix2gestalt (your converted weights), synthesis + vote, EfficientNet-Lite0.
+Each builder imports its stage's module when it runs, so naming a stage costs nothing until
+it is built.
 """
 
 from __future__ import annotations
 
+import weakref
 from pathlib import Path
 
 from gestalt_ros.backends import AMODAL_ESTIMATORS, COMPLETERS, RECOGNIZERS, SEGMENTERS
@@ -31,6 +33,49 @@ def _sam(config: GestaltConfig):
 def embedded_model_dir(config: GestaltConfig) -> Path:
     """``completion.weights`` if set, else the committed embedded model."""
     return Path(config.completion.weights) if config.completion.weights else share_dir("model")
+
+
+def single_pass_predictor(config: GestaltConfig):
+    """The single-pass network (``single_pass.weights``, else the committed one), built once
+    per config even when it serves both the visible and the amodal stage."""
+    from gestalt_ros.single_pass.predictor import SinglePassPredictor
+
+    key = (config.single_pass.weights, config.device)
+    predictor = _single_pass_cache.get(key)
+    if predictor is None:
+        weights = Path(config.single_pass.weights) if config.single_pass.weights else share_dir("model") / "single_pass"
+        predictor = SinglePassPredictor.from_pretrained(weights, config.single_pass, config.device)
+        _single_pass_cache[key] = predictor
+    predictor.options = config.single_pass
+    return predictor
+
+
+# Weak: a network lives only as long as a pipeline's stages hold it (cleanup frees it).
+_single_pass_cache: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+
+
+@SEGMENTERS.register("single_pass")
+def _single_pass_visible(config: GestaltConfig):
+    from gestalt_ros.single_pass.predictor import SinglePassSegmenter
+
+    return SinglePassSegmenter(single_pass_predictor(config))
+
+
+@AMODAL_ESTIMATORS.register("single_pass")
+def _single_pass_amodal(config: GestaltConfig):
+    from gestalt_ros.single_pass.predictor import SinglePassAmodal
+
+    return SinglePassAmodal(single_pass_predictor(config))
+
+
+@AMODAL_ESTIMATORS.register("both")
+def _both(config: GestaltConfig):
+    from gestalt_ros.amodal import RefinedSynthesisAmodal, SynthesisAmodal
+    from gestalt_ros.single_pass.predictor import SinglePassAmodal
+
+    return RefinedSynthesisAmodal(
+        SynthesisAmodal(COMPLETERS.build(config)), SinglePassAmodal(single_pass_predictor(config))
+    )
 
 
 @COMPLETERS.register("embedded")

@@ -119,7 +119,9 @@ def convert(ckpt: Path, out_dir: Path, ema: bool = True, num_heads: int = 8, tru
         "unet": unet_state(state, unet_config(arch), ema),
         "vae": convert_ldm_vae_checkpoint(state, vae_config(arch)),
         "image_encoder": {k.removeprefix(CLIP_PREFIX): v for k, v in state.items() if k.startswith(CLIP_PREFIX)},
-        "cc_projection": {k.removeprefix(PROJECTION_PREFIX): v for k, v in state.items() if k.startswith(PROJECTION_PREFIX)},
+        "cc_projection": {
+            k.removeprefix(PROJECTION_PREFIX): v for k, v in state.items() if k.startswith(PROJECTION_PREFIX)
+        },
     }
     for name, net in nets.items():
         _fill(net, states[name], name)
@@ -148,7 +150,9 @@ def convert(ckpt: Path, out_dir: Path, ema: bool = True, num_heads: int = 8, tru
 def read_architecture(model_dir: Path) -> Architecture:
     path = Path(model_dir) / MANIFEST
     if not path.is_file():
-        raise FileNotFoundError(f"{model_dir} is not a converted pix2gestalt folder (no {MANIFEST}; see gestalt-ros convert)")
+        raise FileNotFoundError(
+            f"{model_dir} is not a converted pix2gestalt folder (no {MANIFEST}; see gestalt-ros convert)"
+        )
     manifest = json.loads(path.read_text())
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: format {manifest.get('format')!r}, this version reads {FORMAT}")

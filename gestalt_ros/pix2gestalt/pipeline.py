@@ -166,7 +166,12 @@ class Pix2GestaltPipeline:
 
     @torch.no_grad()
     def predict_noise(
-        self, latents: torch.Tensor, t: torch.Tensor | int, context: torch.Tensor, concat: torch.Tensor, guidance_scale: float
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor | int,
+        context: torch.Tensor,
+        concat: torch.Tensor,
+        guidance_scale: float,
     ) -> torch.Tensor:
         """The UNet's noise prediction with guidance; the null condition is zeros, unconditional first."""
         n = latents.shape[0]

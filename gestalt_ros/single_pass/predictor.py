@@ -1,0 +1,188 @@
+"""The single-pass model as pipeline stages: ``visible.method`` and ``amodal.method`` ``single_pass``.
+
+A box or a mask fixes the object's scale, so one forward pass in the window around it
+answers. A click does not: the first pass tries ``click_windows`` sizes around the click in
+one batch and keeps the window whose predicted visible IoU is highest (or, with
+``single_pass.click_first_pass: blend``, averages the windows' maps weighted by it); each
+refinement pass then re-centres the window on the last visible mask, as a box is cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from gestalt_ros.config import AmodalConfig, CompletionConfig, SinglePassStageConfig
+from gestalt_ros.prompts import CropWindow, check_prompt
+from gestalt_ros.single_pass.model import SinglePassNet
+from gestalt_ros.single_pass.prompting import box_window, click_window, image_tensor, object_window, prompt_maps
+from gestalt_ros.timing import timed
+from gestalt_ros.types import AmodalEstimate, BoxPrompt, MaskPrompt, PointPrompt, Prompt
+
+
+@dataclass
+class PassResult:
+    """One forward pass: the window and the model's crop-resolution probabilities."""
+
+    window: CropWindow
+    visible: np.ndarray  # (r, r) float32
+    amodal: np.ndarray  # (r, r) float32
+    visible_iou: float
+    amodal_iou: float
+
+
+class SinglePassPredictor:
+    """Runs the network on windows of one image; knows the click, box and mask protocols."""
+
+    def __init__(self, model: SinglePassNet, options: SinglePassStageConfig, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.device = torch.device(device)
+        self.options = options
+
+    @classmethod
+    def from_pretrained(cls, directory, options: SinglePassStageConfig, device: str = "cpu") -> SinglePassPredictor:
+        return cls(SinglePassNet.from_pretrained(directory), options, device)
+
+    @property
+    def resolution(self) -> int:
+        return self.model.config.resolution
+
+    @torch.no_grad()
+    def forward(self, image: np.ndarray, prompt: Prompt, windows: list[CropWindow]) -> list[PassResult]:
+        """One batched forward pass of ``prompt`` in each window."""
+        r, sigma = self.resolution, self.model.config.point_sigma
+        crops = np.stack([w.crop_image(image, r) for w in windows])
+        maps = np.stack([prompt_maps(prompt, w, r, sigma) for w in windows])
+        logits, iou = self.model(image_tensor(crops).to(self.device), torch.from_numpy(maps).to(self.device))
+        prob = torch.sigmoid(logits).float().cpu().numpy()
+        iou = iou.float().cpu().numpy()
+        return [
+            PassResult(w, prob[i, 0], prob[i, 1], float(iou[i, 0]), float(iou[i, 1])) for i, w in enumerate(windows)
+        ]
+
+    def predict(self, image: np.ndarray, prompt: Prompt) -> PassResult:
+        """The final pass for a checked prompt on ``image``."""
+        height, width = image.shape[:2]
+        cfg = self.model.config
+        if isinstance(prompt, MaskPrompt):
+            return self.forward(image, prompt, [object_window(prompt.mask, cfg.crop_scale)])[0]
+        if isinstance(prompt, BoxPrompt):
+            return self.forward(image, prompt, [box_window(prompt, cfg.crop_scale)])[0]
+        assert isinstance(prompt, PointPrompt)
+        sides = [f * min(height, width) for f in cfg.click_windows]
+        passes = self.forward(image, prompt, [click_window(prompt.x, prompt.y, s) for s in sides])
+        if self.options.click_first_pass == "blend":
+            # A blended map has no window of its own: one pass around it gives the answer's.
+            best, visible, left = None, self._blend(passes, prompt, height, width), max(self.options.refine_passes, 1)
+        else:
+            best, visible, left = max(passes, key=lambda p: p.visible_iou), None, self.options.refine_passes
+        for _ in range(left):
+            if best is not None:
+                visible = self.visible_in_frame(best, prompt, height, width)
+            best = self.forward(image, prompt, [object_window(visible, cfg.crop_scale)])[0]
+        return best
+
+    def _blend(self, passes: list[PassResult], prompt: PointPrompt, height: int, width: int) -> np.ndarray:
+        """The first-pass windows' visible maps in the frame, averaged with their predicted IoUs as weights."""
+        weights = [max(p.visible_iou, 1e-3) for p in passes]
+        maps = [p.window.paste(p.visible, height, width, linear=True) for p in passes]
+        blended = sum(w * m for w, m in zip(weights, maps)) / sum(weights)
+        return _part_at_click(blended > self.options.mask_threshold, prompt)
+
+    def visible_in_frame(self, result: PassResult, prompt: Prompt, height: int, width: int) -> np.ndarray:
+        """The pass's visible mask at camera resolution: the part at the prompt, never empty."""
+        if isinstance(prompt, MaskPrompt):
+            return prompt.mask
+        threshold = self.options.mask_threshold
+        mask = result.window.paste(result.visible, height, width, linear=True) > threshold
+        if isinstance(prompt, PointPrompt):
+            return _part_at_click(mask, prompt)
+        if not mask.any():
+            x0, y0 = max(int(np.floor(prompt.x0)), 0), max(int(np.floor(prompt.y0)), 0)
+            mask[y0 : max(int(np.ceil(prompt.y1)), y0 + 1), x0 : max(int(np.ceil(prompt.x1)), x0 + 1)] = True
+        return mask
+
+
+def _part_at_click(mask: np.ndarray, click: PointPrompt) -> np.ndarray:
+    """The component of ``mask`` under the click (the largest if the click fell just outside;
+    the clicked pixel alone if the mask is empty)."""
+    x, y = int(click.x), int(click.y)
+    if not mask.any():
+        mask = mask.copy()
+        mask[y, x] = True
+        return mask
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return labels == (labels[y, x] or int(np.argmax(np.bincount(labels[labels > 0]))))
+
+
+class SinglePassSegmenter:
+    """``visible.method: single_pass``: the network's visible head."""
+
+    def __init__(self, predictor: SinglePassPredictor) -> None:
+        self.predictor = predictor
+        self._image: np.ndarray | None = None
+
+    def set_image(self, image: np.ndarray) -> None:
+        """The network embeds each window, not the frame: the frame is kept for the prompts."""
+        self._image = image
+
+    def predict(self, prompt: Prompt) -> np.ndarray:
+        if self._image is None:
+            raise RuntimeError("call set_image(image) before predict(prompt)")
+        height, width = self._image.shape[:2]
+        prompt = check_prompt(prompt, height, width)
+        result = self.predictor.predict(self._image, prompt)
+        return self.predictor.visible_in_frame(result, prompt, height, width)
+
+
+class SinglePassAmodal:
+    """``amodal.method: single_pass``: the network's amodal head, prompted with the visible mask.
+
+    Nothing is synthesized: the published completion is the camera's visible pixels with the
+    hidden part filled by inpainting from them (``cv2.inpaint``), white outside the mask.
+    """
+
+    def __init__(self, predictor: SinglePassPredictor) -> None:
+        self.predictor = predictor
+
+    def estimate(
+        self, image: np.ndarray, visible: np.ndarray, completion: CompletionConfig, amodal: AmodalConfig, seed: int
+    ) -> AmodalEstimate:
+        from gestalt_ros.amodal import attached_to, completion_in_frame
+
+        height, width = visible.shape
+        timings: dict[str, float] = {}
+        r = self.predictor.resolution
+        with timed(timings, "amodal"):
+            result = self.predictor.predict(image, MaskPrompt(visible))
+            window = result.window
+            threshold = self.predictor.options.mask_threshold
+            crop_visible = window.crop_mask(visible, r)
+            crop_mask = result.amodal > threshold
+            prob = result.amodal
+            if amodal.keep_attached and crop_mask.any():
+                prob = np.where(crop_mask & ~attached_to(crop_mask, crop_visible), np.float32(0), prob)
+            if amodal.smooth_paste:
+                mask = window.paste(prob, height, width, linear=True) > threshold
+            else:
+                mask = window.paste(prob > threshold, height, width)
+            if amodal.union_visible:
+                mask |= visible
+            crop_amodal = window.crop_mask(mask, r)
+            crop = window.crop_image(image, r)
+            hidden = (crop_amodal & ~crop_visible).astype(np.uint8)
+            filled = cv2.inpaint(crop, hidden, 3, cv2.INPAINT_TELEA) if hidden.any() else crop
+            filled = np.where(crop_amodal[..., None], filled, np.uint8(255))
+        return AmodalEstimate(
+            amodal_mask=mask,
+            agreement=window.paste(result.amodal, height, width, linear=True),
+            completion=completion_in_frame(filled, mask, window),
+            completion_crop=filled,
+            completions=filled[None],
+            sample_masks=crop_amodal[None],
+            crop_box=window.box,
+            timings=timings,
+        )

@@ -1,0 +1,267 @@
+"""Train the single-pass model (``single_pass/model.py``) on synthetic tabletop scenes.
+
+A run is described by a YAML file with ``kind: single_pass`` (``config/train/``); the output
+directory is a model directory the ``single_pass`` stages load directly, with the config,
+data size and wall time recorded in ``single_pass.json`` under ``training``. Loss per mask
+head: binary cross-entropy + Dice; the IoU head regresses the masks' actual IoUs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from torch.nn import functional as F
+from tqdm.auto import tqdm
+
+from gestalt_ros.data.single_pass_examples import ExampleConfig, SceneStore, build_scene_store, sample_example
+from gestalt_ros.data.ycb import TRAIN_OBJECTS, bundled_ycb_root, check_models
+from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
+from gestalt_ros.single_pass.prompting import image_tensor
+
+logger = logging.getLogger(__name__)
+
+KIND = "single_pass"
+STORE_FORMAT = 1
+
+
+@dataclass
+class SinglePassTrainConfig:
+    """Everything that decides a single-pass training run."""
+
+    kind: str = KIND
+    seed: int = 0
+    scenes: int = 3000
+    workers: int = 2
+    batch_size: int = 24
+    steps: int = 8000
+    # Training stops early, and saves, once this much wall time has passed (0: no limit).
+    max_minutes: float = 55.0
+    learning_rate: float = 1e-3
+    # The trainable encoder stages learn this much slower than the decoder.
+    encoder_lr_factor: float = 0.1
+    warmup_steps: int = 200
+    threads: int = 2
+    # Processes that draw examples while the main one trains (0: draw in the main process).
+    loader_workers: int = 1
+    device: str = "cpu"
+    init_from: str = ""
+    objects: tuple[str, ...] = TRAIN_OBJECTS
+    ycb_root: str = ""
+    # Overrides of ``synthetic.SceneConfig`` for the training scenes.
+    scene: dict = field(default_factory=lambda: {"image_size": 192, "procedural_prob": 0.3})
+    examples: dict = field(default_factory=dict)
+    model: SinglePassConfig = field(default_factory=SinglePassConfig)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> SinglePassTrainConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        model = SinglePassConfig.from_dict(data.pop("model", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{path}: unknown training keys {sorted(unknown)}; known: {sorted(known)}")
+        if "objects" in data:
+            data["objects"] = tuple(data["objects"])
+        try:
+            return cls(model=model, **data).validate()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: {err}") from None
+
+    def validate(self) -> SinglePassTrainConfig:
+        if self.kind != KIND:
+            raise ValueError(f"kind must be {KIND!r}, got {self.kind!r}")
+        self.scene_config()
+        self.example_config()
+        return self
+
+    def ycb_path(self) -> Path:
+        return Path(self.ycb_root) if self.ycb_root else bundled_ycb_root()
+
+    def scene_config(self):
+        from gestalt_ros.data.synthetic import SceneConfig
+
+        return SceneConfig(**self.scene)
+
+    def example_config(self) -> ExampleConfig:
+        data = dict(self.examples)
+        for key in ("prompt_mix", "first_pass_scale"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return ExampleConfig(**data)
+
+    def lr_factor(self, step: int, minutes: float) -> float:
+        """Warmup, then cosine decay to zero at ``steps`` or ``max_minutes``, whichever comes first."""
+        warmup = min(1.0, (step + 1) / self.warmup_steps)
+        done = step / self.steps
+        if self.max_minutes > 0:
+            done = max(done, minutes / self.max_minutes)
+        return warmup * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+
+def load_or_build_store(cfg: SinglePassTrainConfig, cache_dir: Path | None, progress: bool = True) -> SceneStore:
+    """The run's rendered scenes, cached under ``cache_dir`` keyed by what decides them."""
+    decided = {"seed": cfg.seed, "scenes": cfg.scenes, "objects": cfg.objects, "scene": cfg.scene}
+    digest = hashlib.sha1(json.dumps(decided, sort_keys=True).encode()).hexdigest()[:12]
+    path = cache_dir / f"scenes{STORE_FORMAT}_{digest}.npz" if cache_dir is not None else None
+    if path is not None and path.is_file():
+        logger.info("using cached scenes %s", path)
+        return SceneStore.load(path)
+    store = build_scene_store(
+        cfg.scenes, cfg.seed, cfg.objects, cfg.scene_config(), cfg.ycb_path(), cfg.workers, progress=progress
+    )
+    if path is not None:
+        store.save(path)
+    return store
+
+
+class ExampleStream(torch.utils.data.IterableDataset):
+    """Endless batches drawn from a SceneStore; each loader worker has its own seeded generator."""
+
+    def __init__(self, store: SceneStore, cfg: SinglePassTrainConfig) -> None:
+        self.store = store
+        self.cfg = cfg
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.cfg.seed, 1 + (info.id if info else 0)])
+        model, examples = self.cfg.model, self.cfg.example_config()
+        while True:
+            batch = []
+            while len(batch) < self.cfg.batch_size:
+                m = int(rng.integers(len(self.store)))
+                ex = sample_example(self.store, m, rng, model.resolution, model.point_sigma, model.crop_scale, examples)
+                if ex is not None:
+                    batch.append(ex)
+            yield (
+                image_tensor(np.stack([b["image"] for b in batch])),
+                torch.from_numpy(np.ascontiguousarray(np.stack([b["prompt"] for b in batch]))),
+                torch.from_numpy(
+                    np.ascontiguousarray(np.stack([np.stack([b["visible"], b["amodal"]]) for b in batch]))
+                ),
+                torch.tensor([b["amodal_valid"] for b in batch]),
+            )
+
+
+def mask_losses(logits: torch.Tensor, iou: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> dict:
+    """BCE + Dice per head (the amodal head only where its truth is whole), IoU regression."""
+    target = target.float()
+    weight = torch.stack([torch.ones_like(valid, dtype=torch.float32), valid.float()], dim=1)  # (B, 2)
+    bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=(2, 3))
+    prob = torch.sigmoid(logits)
+    dice = 1 - (2 * (prob * target).sum(dim=(2, 3)) + 1) / (prob.sum(dim=(2, 3)) + target.sum(dim=(2, 3)) + 1)
+    with torch.no_grad():
+        hard = logits > 0
+        inter = (hard & (target > 0.5)).sum(dim=(2, 3)).float()
+        union = (hard | (target > 0.5)).sum(dim=(2, 3)).float()
+        actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
+    norm = weight.sum(dim=0).clamp(min=1)
+    per_head = ((bce + dice) * weight).sum(dim=0) / norm
+    iou_loss = (((iou - actual) ** 2) * weight).sum() / weight.sum()
+    return {
+        "visible": per_head[0],
+        "amodal": per_head[1],
+        "iou": iou_loss,
+        "visible_iou": (actual[:, 0]).mean(),
+        "amodal_iou": (actual[:, 1] * weight[:, 1]).sum() / norm[1],
+    }
+
+
+def train_single_pass(
+    cfg: SinglePassTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True
+) -> dict:
+    """Train, save the weights to ``out_dir``, and return the training summary."""
+    cfg.validate()
+    check_models(cfg.ycb_path(), cfg.objects)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+
+    def minutes() -> float:
+        return (time.time() - t_start) / 60.0
+
+    store = load_or_build_store(cfg, cache_dir, progress)
+    t_data = time.time() - t_start
+    device = torch.device(cfg.device)
+    if cfg.init_from:
+        model = SinglePassNet.from_pretrained(cfg.init_from)
+        if model.config.architecture() != cfg.model.architecture():
+            raise ValueError(f"init_from: its architecture {model.config} differs from {cfg.model}")
+    else:
+        model = SinglePassNet(cfg.model)
+    model = model.to(device).train()
+    encoder = [p for p in model.stages.parameters() if p.requires_grad]
+    encoder_ids = {id(p) for p in encoder}
+    decoder = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decoder, "lr": cfg.learning_rate},
+            {"params": encoder, "lr": cfg.learning_rate * cfg.encoder_lr_factor},
+        ],
+        weight_decay=1e-4,
+    )
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cfg.lr_factor(s, minutes()))
+    loader = torch.utils.data.DataLoader(
+        ExampleStream(store, cfg),
+        batch_size=None,
+        num_workers=cfg.loader_workers,
+        prefetch_factor=4 if cfg.loader_workers else None,
+    )
+    history: list[dict] = []
+    step = 0
+    t_train = time.time()
+    bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=not progress)
+    for image, prompt, target, valid in loader:
+        logits, iou = model(image.to(device), prompt.to(device))
+        parts = mask_losses(logits, iou, target.to(device), valid.to(device))
+        loss = parts["visible"] + parts["amodal"] + parts["iou"]
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        history.append({k: round(v.item(), 5) for k, v in parts.items()})
+        step += 1
+        bar.update(1)
+        if step % 25 == 0:
+            recent = history[-100:]
+            bar.set_postfix(
+                vis=f"{np.mean([h['visible_iou'] for h in recent]):.3f}",
+                amo=f"{np.mean([h['amodal_iou'] for h in recent]):.3f}",
+            )
+        out_of_time = cfg.max_minutes > 0 and minutes() > cfg.max_minutes
+        if step >= cfg.steps or out_of_time:
+            if out_of_time:
+                logger.warning("stopping at step %d: max_minutes=%s reached", step, cfg.max_minutes)
+            break
+    bar.close()
+    last = history[-200:]
+    summary = {
+        "config": dataclasses.asdict(dataclasses.replace(cfg, model=None)),
+        "scenes": len(store.images),
+        "objects": len(store),
+        "steps_done": step,
+        "train_visible_iou_last_200": round(float(np.mean([h["visible_iou"] for h in last])), 4),
+        "train_amodal_iou_last_200": round(float(np.mean([h["amodal_iou"] for h in last])), 4),
+        "minutes_data": round(t_data / 60.0, 2),
+        "minutes_train": round((time.time() - t_train) / 60.0, 2),
+        "minutes_total": round(minutes(), 2),
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, device {cfg.device}",
+        "torch": torch.__version__,
+    }
+    if cfg.init_from:
+        summary["init_from_training"] = model.config.training
+    model.config = dataclasses.replace(cfg.model, training=summary)
+    model.cpu().save_pretrained(out_dir)
+    (Path(out_dir) / "loss_curve.json").write_text(json.dumps(history[::10]) + "\n")
+    return summary

@@ -1,0 +1,270 @@
+"""The single-pass model: prompt encoding, network, stages, training examples and a tiny run."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import fails_in_one_line
+
+from gestalt_ros.config import GestaltConfig
+from gestalt_ros.data.single_pass_examples import ExampleConfig, SceneStore, sample_example, store_scenes
+from gestalt_ros.pipeline import GestaltPipeline
+from gestalt_ros.prompts import CropWindow, interior_point, prompt_from_mask
+from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
+from gestalt_ros.single_pass.prompting import box_window, click_window, prompt_maps, to_crop
+from gestalt_ros.types import BoxPrompt, MaskPrompt, PointPrompt
+
+
+def test_a_click_peaks_at_its_own_crop_pixel():
+    window = CropWindow(10, 20, 64, 64)  # 1 image pixel = 1 crop pixel at r = 64
+    maps = prompt_maps(PointPrompt(30, 50), window, 64, sigma=0.05)
+    assert np.unravel_index(np.argmax(maps[0]), maps[0].shape) == (30, 20)
+    assert maps[1:].max() == 0.0
+    # A click window is centred on the clicked pixel.
+    cx, cy = to_crop(click_window(100, 60, 41), 41, 100, 60)
+    assert (cx, cy) == pytest.approx((20, 20), abs=0.5)
+
+
+def test_box_and_mask_maps_cover_the_prompted_pixels():
+    window = CropWindow(0, 0, 128, 128)  # image pixels halve into a 64 px crop
+    maps = prompt_maps(BoxPrompt(32, 16, 96, 48), window, 64, sigma=0.05)
+    assert maps[[0, 2]].max() == 0.0
+    rows, cols = np.nonzero(maps[1])
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (8, 24, 16, 48)
+    mask = np.zeros((128, 128), bool)
+    mask[40:80, 20:60] = True
+    maps = prompt_maps(MaskPrompt(mask), window, 64, sigma=0.05)
+    assert np.array_equal(maps[2].astype(bool), window.crop_mask(mask, 64))
+    # An inverted box is the same box.
+    assert np.array_equal(
+        prompt_maps(BoxPrompt(96, 48, 32, 16), window, 64, 0.05),
+        prompt_maps(BoxPrompt(32, 16, 96, 48), window, 64, 0.05),
+    )
+    assert box_window(BoxPrompt(96, 48, 32, 16), 2.0).box == box_window(BoxPrompt(32, 16, 96, 48), 2.0).box
+
+
+def test_evaluation_prompts_come_from_the_visible_mask():
+    mask = np.zeros((50, 80), bool)
+    mask[10:30, 5:65] = True
+    point = interior_point(mask)
+    assert mask[int(point.y), int(point.x)] and 15 <= point.y <= 24
+    assert prompt_from_mask("box", mask) == BoxPrompt(5.0, 10.0, 65.0, 30.0)
+    assert prompt_from_mask("mask", mask).mask is mask
+    with pytest.raises(ValueError, match="prompt kind"):
+        prompt_from_mask("scribble", mask)
+
+
+def test_the_network_keeps_imagenet_features_frozen_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = SinglePassNet(SinglePassConfig(resolution=64, decoder_channels=(16, 16, 8, 8, 8)), pretrained=False)
+    model.train()
+    assert not any(p.requires_grad for p in model.stem.parameters())
+    assert not any(p.requires_grad for p in model.stages[0].parameters())
+    assert all(p.requires_grad for p in model.stages[2].parameters())
+    # The encoder's batch norms keep their statistics in training mode; the decoder's update.
+    encoder_bn = model.stages[3][0]._bn1
+    before_encoder = encoder_bn.running_mean.clone()
+    before_decoder = model.top[1].running_mean.clone()
+    image, prompt = torch.randn(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    logits, iou = model(image, prompt)
+    assert logits.shape == (2, 2, 64, 64) and iou.shape == (2, 2) and ((iou > 0) & (iou < 1)).all()
+    assert torch.equal(encoder_bn.running_mean, before_encoder)
+    assert not torch.equal(model.top[1].running_mean, before_decoder)
+    model.eval()
+    model.save_pretrained(tmp_path)
+    loaded = SinglePassNet.from_pretrained(tmp_path)
+    with torch.no_grad():
+        a, b = model(image, prompt)[0], loaded(image, prompt)[0]
+    assert torch.allclose(a, b, atol=0.05)  # stored in float16
+    assert json.loads((tmp_path / "single_pass.json").read_text())["resolution"] == 64
+    with pytest.raises(FileNotFoundError, match="single-pass model"):
+        SinglePassNet.from_pretrained(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("visible_method", ["single_pass", "grabcut"])
+@pytest.mark.parametrize("prompt_kind", ["point", "box", "mask"])
+def test_the_single_pass_stages_answer_every_prompt(tiny_single_pass_dir, scene_image, visible_method, prompt_kind):
+    image, visible = scene_image
+    cfg = GestaltConfig().with_overrides(
+        [f"single_pass.weights={tiny_single_pass_dir}", f"visible.method={visible_method}", "amodal.method=single_pass"]
+    )
+    pipeline = GestaltPipeline.from_config(cfg)
+    prompt = prompt_from_mask(prompt_kind, visible)
+    result = pipeline(image, prompt)
+    h, w = visible.shape
+    assert result.visible_mask.shape == result.amodal_mask.shape == (h, w) and result.visible_mask.any()
+    assert not (result.visible_mask & ~result.amodal_mask).any()  # union_visible
+    assert result.completion.shape == (h, w, 3)
+    assert (result.completion[~result.amodal_mask] == 255).all()
+    if prompt_kind == "mask":
+        assert np.array_equal(result.visible_mask, visible)
+    if prompt_kind == "point" and visible_method == "single_pass":
+        assert result.visible_mask[int(prompt.y), int(prompt.x)] or result.visible_mask.sum() > 1
+    assert result.timings["amodal"] > 0
+    # Both stages share one network.
+    if visible_method == "single_pass":
+        assert pipeline.components.segmenter.predictor is pipeline.components.amodal.predictor
+
+
+def test_both_runs_through_the_pipeline(tiny_pipeline_config, tiny_single_pass_dir, scene_image):
+    image, visible = scene_image
+    cfg = tiny_pipeline_config.with_overrides([f"single_pass.weights={tiny_single_pass_dir}", "amodal.method=both"])
+    result = GestaltPipeline.from_config(cfg)(image, MaskPrompt(visible))
+    assert result.completions.shape == (2, 16, 16, 3)  # still synthesized, by the completion model
+    assert not (visible & ~result.amodal_mask).any()
+    assert (result.completion[~result.amodal_mask] == 255).all()
+    assert {"completion", "amodal", "refine"} <= set(result.timings)
+
+
+def test_both_keeps_the_vote_where_samples_agree_and_asks_the_network_elsewhere(scene_image):
+    from gestalt_ros.amodal import RefinedSynthesisAmodal
+    from gestalt_ros.config import AmodalConfig, CompletionConfig
+
+    image, visible = scene_image
+    h, w = visible.shape
+    agreement = np.zeros((h, w), np.float32)
+    agreement[:, :20] = 1.0  # all samples: object
+    agreement[:, 20:40] = 0.5  # split
+    network = np.zeros((h, w), bool)
+    network[:, 10:30] = True  # object in half of each band
+
+    class Fixed:
+        def __init__(self, mask, agreement):
+            self.mask, self.agreement = mask, agreement
+
+        def estimate(self, image, visible, completion, amodal, seed):
+            from gestalt_ros.types import AmodalEstimate
+
+            crop = np.zeros((8, 8, 3), np.uint8)
+            return AmodalEstimate(
+                self.mask,
+                self.agreement,
+                image,
+                crop,
+                crop[None],
+                np.zeros((1, 8, 8), bool),
+                (0, 0, w, h),
+                {"amodal": 0.1},
+            )
+
+    both = RefinedSynthesisAmodal(Fixed(agreement > 0.8, agreement), Fixed(network, network.astype(np.float32)))
+    cfg = AmodalConfig(keep_attached=False, union_visible=False)
+    mask = both.estimate(image, visible, CompletionConfig(), cfg, 0).amodal_mask
+    assert mask[:, :20].all()  # agreed object stays, whatever the network says
+    assert mask[:, 20:30].all() and not mask[:, 30:].any()  # split: the network decides; agreed background stays
+
+
+@pytest.mark.parametrize(
+    "first_pass, refine, later_passes",
+    [("best", 3, [1, 1, 1]), ("best", 0, []), ("blend", 2, [1, 1]), ("blend", 0, [1])],
+)
+def test_a_click_tries_each_window_then_refines(tiny_single_pass_dir, scene_image, first_pass, refine, later_passes):
+    from gestalt_ros.backends.builtin import single_pass_predictor
+
+    image, visible = scene_image
+    cfg = GestaltConfig().with_overrides(
+        [
+            f"single_pass.weights={tiny_single_pass_dir}",
+            f"single_pass.refine_passes={refine}",
+            f"single_pass.click_first_pass={first_pass}",
+        ]
+    )
+    predictor = single_pass_predictor(cfg)
+    calls = []
+    forward = predictor.forward
+    predictor.forward = lambda *a: calls.append(len(a[2])) or forward(*a)
+    click = interior_point(visible)
+    result = predictor.predict(image, click)
+    assert calls == [len(predictor.model.config.click_windows), *later_passes]
+    assert predictor.visible_in_frame(result, click, *visible.shape).any()
+
+
+def _scenes(ycb_root: Path) -> list:
+    from gestalt_ros.data.synthetic import SceneConfig, iter_scenes
+    from gestalt_ros.data.ycb import HELDOUT_OBJECTS
+
+    return list(iter_scenes(3, 7, HELDOUT_OBJECTS, SceneConfig(image_size=96), ycb_root))
+
+
+def test_the_scene_store_keeps_exact_masks(ycb_root):
+    scenes = _scenes(ycb_root)
+    store = store_scenes(scenes)
+    both = SceneStore.concatenate([store, store])
+    assert len(both) == 2 * len(store) and both.scene_of[len(store)] == len(scenes)
+    kept = [(i, o) for i, s in enumerate(scenes) for o in s.objects if o.visible.any()]
+    assert len(kept) == len(store)
+    for m, (i, obj) in enumerate(kept):
+        assert store.scene_of[m] == i
+        assert np.array_equal(store.amodal_mask(m), obj.amodal)
+        assert np.array_equal(store.labels[i] == store.local[m] + 1, obj.visible)
+
+
+def test_training_examples_prompt_their_own_target(ycb_root):
+    store = store_scenes(_scenes(ycb_root))
+    rng = np.random.default_rng(0)
+    kinds = set()
+    for _ in range(40):
+        ex = sample_example(store, int(rng.integers(len(store))), rng, 64, 0.05, 2.5, ExampleConfig())
+        if ex is None:
+            continue
+        kinds.add(ex["kind"])
+        assert ex["image"].shape == (64, 64, 3) and ex["prompt"].shape == (3, 64, 64)
+        assert not (ex["visible"] & ~ex["amodal"]).any()
+        maps = ex["prompt"]
+        if ex["kind"] == "mask":
+            assert np.array_equal(maps[2].astype(bool), ex["visible"])
+        elif ex["kind"] == "point":
+            peak = np.unravel_index(np.argmax(maps[0]), maps[0].shape)
+            assert ex["visible"][peak] or ex["visible"].sum() < 4  # the click is on the target
+        else:
+            covered = (maps[1] > 0) & ex["visible"]
+            assert covered.sum() >= 0.7 * ex["visible"].sum()  # a jittered box around the target
+    assert kinds == {"point", "box", "mask"}
+
+
+def test_the_committed_cpu_config_fits_an_hour():
+    from gestalt_ros.train.single_pass import SinglePassTrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "config" / "train"
+    for path in sorted(root.glob("single_pass_cpu*.yaml")):
+        cfg = SinglePassTrainConfig.from_yaml(path)
+        assert cfg.device == "cpu" and 0 < cfg.max_minutes <= 55, path  # rendering takes the rest of the hour
+
+
+def test_a_tiny_training_run_writes_a_loadable_model(tmp_path, ycb_root, capsys):
+    from gestalt_ros.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "kind: single_pass\nscenes: 4\nworkers: 1\nbatch_size: 4\nsteps: 3\nwarmup_steps: 1\nloader_workers: 0\n"
+        "threads: 1\nscene: {image_size: 64}\nobjects: [YcbPowerDrill, YcbTomatoSoupCan]\n"
+        "model: {resolution: 64, decoder_channels: [16, 16, 8, 8, 8]}\n"
+    )
+    out = tmp_path / "model"
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--ycb-root",
+                str(ycb_root),
+                "--out",
+                str(out),
+                "--quiet",
+                "--cache-dir",
+                str(tmp_path / "cache"),
+            ]
+        )
+        == 0
+    )
+    model = SinglePassNet.from_pretrained(out)
+    training = model.config.training
+    assert training["steps_done"] == 3 and training["scenes"] == 4
+    assert 0.0 <= training["train_visible_iou_last_200"] <= 1.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: single_pass\nlerning_rate: 1\n")
+    fails_in_one_line(["train", "--config", str(bad), "--out", str(out)], capsys, "lerning_rate")
+    fails_in_one_line(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(out)], capsys, "does not exist")
