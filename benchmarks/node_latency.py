@@ -1,8 +1,9 @@
 """A prompt's latency through the node against the same pipeline call in a plain script.
 
-    python benchmarks/node_latency.py [--prompts 40] [--set KEY=VALUE ...]
+    python benchmarks/node_latency.py [--prompts 40] [--prompt mask|point] [--set KEY=VALUE ...]
 
-In one run, on one 640x480 rgb8 frame and its mask prompt, in alternating rounds: (1) the
+In one run, on one 640x480 rgb8 frame and its mask prompt (or a click on the disc's
+innermost pixel), in alternating rounds: (1) the
 pipeline alone in this process; (2) ``gestalt-ros node`` in its own process, with this
 process publishing the frame once and the prompts one at a time (each after the previous
 answer), timing from publishing a prompt to receiving its ``objects`` answer. The node's
@@ -46,9 +47,10 @@ def percentiles(values: list[float]) -> dict[str, float]:
 class NodeClient:
     """``gestalt-ros node`` in its own process, and this process's publishers and subscriber."""
 
-    def __init__(self, config, image: np.ndarray, mask: np.ndarray) -> None:
+    def __init__(self, config, image: np.ndarray, mask: np.ndarray, click: bool = False) -> None:
         import rclpy
         from builtin_interfaces.msg import Time
+        from geometry_msgs.msg import PointStamped
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
         from std_msgs.msg import Header, String
@@ -75,14 +77,22 @@ class NodeClient:
             String, topics.OBJECTS, lambda m: self.answers.append((time.perf_counter(), json.loads(m.data))), reliable
         )
         image_pub = self.peer.create_publisher(Image, topics.IMAGE, reliable)
-        self.mask_pub = self.peer.create_publisher(Image, topics.PROMPT_MASK, reliable)
+        kind = (PointStamped, topics.PROMPT_POINT) if click else (Image, topics.PROMPT_MASK)
+        self.prompt_pub = self.peer.create_publisher(*kind, reliable)
         header = Header(stamp=Time(sec=1, nanosec=0), frame_id="camera")
         deadline = time.monotonic() + 120
-        while self.mask_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        while self.prompt_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
             rclpy.spin_once(self.peer, timeout_sec=0.1)
         image_pub.publish(convert.rgb_to_image(image, header))
         time.sleep(0.5)
-        self.prompt = convert.mask_to_image(mask, header)
+        if click:
+            from gestalt_ros.prompts import interior_point
+
+            self.prompt = PointStamped(header=header)
+            point = interior_point(mask)
+            self.prompt.point.x, self.prompt.point.y = point.x, point.y
+        else:
+            self.prompt = convert.mask_to_image(mask, header)
         self.prompts(1)  # warm-up
 
     def prompts(self, n: int) -> tuple[list[float], list[float]]:
@@ -91,7 +101,7 @@ class NodeClient:
         for _ in range(n):
             k = len(self.answers)
             sent = time.perf_counter()
-            self.mask_pub.publish(self.prompt)
+            self.prompt_pub.publish(self.prompt)
             deadline = time.monotonic() + 60
             while len(self.answers) <= k and time.monotonic() < deadline:
                 self.rclpy.spin_once(self.peer, timeout_sec=0.01)
@@ -119,23 +129,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=40, help="prompts on each side")
     parser.add_argument("--rounds", type=int, default=4, help="alternations between the script and the node")
+    parser.add_argument("--prompt", choices=("mask", "point"), default="mask", help="a mask prompt or a click")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
     config = GestaltConfig().with_overrides(args.set)
     image, mask = frame_and_mask()
     from gestalt_ros.pipeline import GestaltPipeline
-    from gestalt_ros.types import MaskPrompt
+    from gestalt_ros.prompts import prompt_from_mask
 
+    prompt = prompt_from_mask(args.prompt, mask)
     pipeline = GestaltPipeline.from_config(config)
-    pipeline(image, MaskPrompt(mask))  # warm-up
-    node = NodeClient(config, image, mask)
+    pipeline(image, prompt)  # warm-up
+    node = NodeClient(config, image, mask, click=args.prompt == "point")
     script, end_to_end, in_node = [], [], []
     try:
         # alternate rounds, so that a machine whose speed drifts slows both sides alike
         for _ in range(args.rounds):
             for _ in range(args.prompts // args.rounds):
                 start = time.perf_counter()
-                pipeline(image, MaskPrompt(mask))
+                pipeline(image, prompt)
                 script.append(time.perf_counter() - start)
             e2e, part = node.prompts(args.prompts // args.rounds)
             end_to_end += e2e

@@ -25,9 +25,10 @@ PRECISIONS = ("auto", "float32", "float16", "bfloat16")
 PRESETS: dict[str, tuple[str, ...]] = {
     # The reference implementation's protocol: 200 requested DDIM steps on its schedule
     # (199 run), eta 1, guidance 2, fp32, 6 samples (inference.py), the whole frame squashed
-    # to 256 x 256, grey level <= 250 is object.
+    # to 256 x 256, grey level <= 250 is object; the amodal mask is the vote alone.
     "pix2gestalt_reference": (
         "completion.model=pix2gestalt",
+        "amodal.method=synthesis",
         "completion.num_samples=6",
         "completion.num_inference_steps=200",
         "completion.reference_schedule=true",
@@ -41,6 +42,7 @@ PRESETS: dict[str, tuple[str, ...]] = {
     # in one batch, a square around the object (a small object keeps its detail).
     "pix2gestalt_fast": (
         "completion.model=pix2gestalt",
+        "amodal.method=synthesis",
         "completion.num_samples=4",
         "completion.num_inference_steps=25",
         "completion.eta=0.0",
@@ -59,11 +61,11 @@ class ConfigError(ValueError):
 
 @dataclass
 class VisibleConfig:
-    """Prompt -> visible mask (embedded default: OpenCV GrabCut seeded by the prompt)."""
+    """Prompt -> visible mask (embedded default: the single-pass network)."""
 
     # Segmenter that turns a click or box into the visible mask (registry: backends):
-    # "grabcut", "single_pass" (the project's network, see single_pass.*) or "sam".
-    method: str = "grabcut"
+    # "single_pass" (the project's network, see single_pass.*), "grabcut" or "sam".
+    method: str = "single_pass"
     # GrabCut refinement iterations (more: slower, tighter masks).
     iterations: int = 5
     # A click seeds GrabCut with a square window of this fraction of min(H, W) around it.
@@ -136,7 +138,7 @@ class AmodalConfig:
     # completions of the completion model and votes per pixel; "single_pass" is one forward
     # pass of the project's network (no completion is synthesized); "both": the vote where
     # the samples agree, the single-pass mask where they disagree.
-    method: str = "synthesis"
+    method: str = "both"
     # RGB completions: a pixel is object when its grey level is <= this (pix2gestalt's
     # evaluation threshold; models with alpha use alpha_threshold instead).
     white_threshold: int = 250

@@ -124,7 +124,7 @@ def test_the_built_in_stages(tiny_pipeline_config, scene_image):
     components = build_components(tiny_pipeline_config)
     components.segmenter.set_image(image)
     assert (components.segmenter.predict(MaskPrompt(visible)) == visible).all()
-    assert components.amodal.completer.resolution == 16
+    assert components.amodal.synthesis.completer.resolution == 16  # the default amodal stage: both
     assert "embedded" in COMPLETERS.names()
 
 

@@ -373,7 +373,9 @@ def test_lifecycle_transitions_free_the_models(context, tiny_pipeline_config, sc
     try:
         assert node.pipeline is None, "nothing loads before configure"
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.pipeline is not None
-        model = weakref.ref(node.pipeline.components.amodal.completer.model)
+        amodal = node.pipeline.components.amodal  # the default, both: diffusion model + single-pass network
+        models = [weakref.ref(amodal.synthesis.completer.model), weakref.ref(amodal.refiner.predictor.model)]
+        del amodal
         header = _header(1, 0, "cam")
         peer.connect()
         peer.send_image(image, header)
@@ -393,7 +395,7 @@ def test_lifecycle_transitions_free_the_models(context, tiny_pipeline_config, sc
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
         gc.collect()
-        assert node.pipeline is None and model() is None, "cleanup frees the models"
+        assert node.pipeline is None and all(m() is None for m in models), "cleanup frees the models"
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, "and configure loads them again"
         assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS and node.pipeline is None
     finally:

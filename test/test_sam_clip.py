@@ -142,6 +142,7 @@ def test_the_papers_stages_together_in_segment_eval_and_the_node(
         f"visible.sam_checkpoint={sam_checkpoint}",
         "completion.model=pix2gestalt",
         f"completion.weights={tmp_path / 'p2g'}",
+        "amodal.method=synthesis",
         "completion.num_samples=2",
         "completion.num_inference_steps=2",
         "recognition.model=open_clip",

@@ -115,7 +115,7 @@ def test_both_runs_through_the_pipeline(tiny_pipeline_config, tiny_single_pass_d
     assert result.completions.shape == (2, 16, 16, 3)  # still synthesized, by the completion model
     assert not (visible & ~result.amodal_mask).any()
     assert (result.completion[~result.amodal_mask] == 255).all()
-    assert {"completion", "amodal", "refine"} <= set(result.timings)
+    assert {"completion", "amodal"} <= set(result.timings)
 
 
 def test_both_keeps_the_vote_where_samples_agree_and_asks_the_network_elsewhere(scene_image):
