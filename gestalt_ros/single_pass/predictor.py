@@ -134,6 +134,8 @@ class SinglePassSegmenter:
             raise RuntimeError("call set_image(image) before predict(prompt)")
         height, width = self._image.shape[:2]
         prompt = check_prompt(prompt, height, width)
+        if isinstance(prompt, MaskPrompt):
+            return prompt.mask  # the answer already
         result = self.predictor.predict(self._image, prompt)
         return self.predictor.visible_in_frame(result, prompt, height, width)
 
