@@ -153,7 +153,7 @@ class SinglePassAmodal:
     def estimate(
         self, image: np.ndarray, visible: np.ndarray, completion: CompletionConfig, amodal: AmodalConfig, seed: int
     ) -> AmodalEstimate:
-        from gestalt_ros.amodal import attached_to, completion_in_frame
+        from gestalt_ros.amodal import completion_in_frame, to_frame
 
         height, width = visible.shape
         timings: dict[str, float] = {}
@@ -161,18 +161,9 @@ class SinglePassAmodal:
         with timed(timings, "amodal"):
             result = self.predictor.predict(image, MaskPrompt(visible))
             window = result.window
-            threshold = self.predictor.options.mask_threshold
             crop_visible = window.crop_mask(visible, r)
-            crop_mask = result.amodal > threshold
-            prob = result.amodal
-            if amodal.keep_attached and crop_mask.any():
-                prob = np.where(crop_mask & ~attached_to(crop_mask, crop_visible), np.float32(0), prob)
-            if amodal.smooth_paste:
-                mask = window.paste(prob, height, width, linear=True) > threshold
-            else:
-                mask = window.paste(prob > threshold, height, width)
-            if amodal.union_visible:
-                mask |= visible
+            # The synthesis stage's post-processing, with the network's probability as evidence.
+            mask = to_frame(result.amodal, self.predictor.options.mask_threshold, crop_visible, visible, window, amodal)
             crop_amodal = window.crop_mask(mask, r)
             crop = window.crop_image(image, r)
             hidden = (crop_amodal & ~crop_visible).astype(np.uint8)

@@ -108,23 +108,34 @@ class TrainConfig:
 
     def lr_factor(self, step: int, minutes: float) -> float:
         """Learning-rate multiplier after ``step`` optimizer steps and ``minutes`` of the run."""
-        warmup = min(1.0, (step + 1) / self.warmup_steps)
-        if self.lr_decay == "constant":
-            return warmup
-        done = step / self.steps
-        if self.max_minutes > 0:
-            done = max(done, minutes / self.max_minutes)
-        return warmup * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+        return lr_factor(step, minutes, self.warmup_steps, self.steps, self.max_minutes, self.lr_decay)
 
     def scene_config(self) -> SceneConfig:
         """The training scenes' ``SceneConfig``."""
-        from gestalt_ros.data.synthetic import SceneConfig
+        return scene_config(self.scene)
 
-        known = {f.name for f in dataclasses.fields(SceneConfig)}
-        unknown = set(self.scene) - known
-        if unknown:
-            raise ValueError(f"unknown scene keys {sorted(unknown)}; known: {sorted(known)}")
-        return SceneConfig(**self.scene)
+
+def lr_factor(step: int, minutes: float, warmup_steps: int, steps: int, max_minutes: float, decay: str) -> float:
+    """Linear warmup, then ``decay``: "constant", or "cosine" to zero at ``steps`` or
+    ``max_minutes`` (if positive), whichever comes first. Shared by the training loops."""
+    warmup = min(1.0, (step + 1) / warmup_steps)
+    if decay == "constant":
+        return warmup
+    done = step / steps
+    if max_minutes > 0:
+        done = max(done, minutes / max_minutes)
+    return warmup * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+
+
+def scene_config(overrides: dict) -> SceneConfig:
+    """``SceneConfig`` with a training config's ``scene`` overrides; unknown keys are errors."""
+    from gestalt_ros.data.synthetic import SceneConfig
+
+    known = {f.name for f in dataclasses.fields(SceneConfig)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"unknown scene keys {sorted(unknown)}; known: {sorted(known)}")
+    return SceneConfig(**overrides)
 
 
 def _regression_target(prediction_type: str, scheduler, target, noise, t) -> torch.Tensor:

@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from gestalt_ros.data.single_pass_examples import ExampleConfig, SceneStore, bui
 from gestalt_ros.data.ycb import TRAIN_OBJECTS, bundled_ycb_root, check_models
 from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
 from gestalt_ros.single_pass.prompting import image_tensor
+from gestalt_ros.train.loop import lr_factor, scene_config
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +89,7 @@ class SinglePassTrainConfig:
         return Path(self.ycb_root) if self.ycb_root else bundled_ycb_root()
 
     def scene_config(self):
-        from gestalt_ros.data.synthetic import SceneConfig
-
-        return SceneConfig(**self.scene)
+        return scene_config(self.scene)
 
     def example_config(self) -> ExampleConfig:
         data = dict(self.examples)
@@ -102,11 +100,7 @@ class SinglePassTrainConfig:
 
     def lr_factor(self, step: int, minutes: float) -> float:
         """Warmup, then cosine decay to zero at ``steps`` or ``max_minutes``, whichever comes first."""
-        warmup = min(1.0, (step + 1) / self.warmup_steps)
-        done = step / self.steps
-        if self.max_minutes > 0:
-            done = max(done, minutes / self.max_minutes)
-        return warmup * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+        return lr_factor(step, minutes, self.warmup_steps, self.steps, self.max_minutes, "cosine")
 
 
 def load_or_build_store(cfg: SinglePassTrainConfig, cache_dir: Path | None, progress: bool = True) -> SceneStore:
