@@ -62,14 +62,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import yaml
 
     from gestalt_ros.train.loop import TrainConfig, train
-    from gestalt_ros.train.single_pass import KIND, SinglePassTrainConfig, train_single_pass
+    from gestalt_ros.train.scene import SceneTrainConfig, train_scene
+    from gestalt_ros.train.single_pass import SinglePassTrainConfig, train_single_pass
 
     if not args.config.is_file():
         raise UsageError(f"--config {args.config} does not exist")
-    # ``kind: single_pass`` trains the single-pass model; without it, the completion model.
-    single_pass = (yaml.safe_load(Path(args.config).read_text()) or {}).get("kind") == KIND
+    # ``kind`` names the model a config trains; without it, the completion model.
+    kinds = {"single_pass": (SinglePassTrainConfig, train_single_pass), "scene": (SceneTrainConfig, train_scene)}
+    kind = (yaml.safe_load(Path(args.config).read_text()) or {}).get("kind")
+    if kind is not None and kind not in kinds:
+        raise UsageError(f"{args.config}: unknown kind {kind!r} (known: {', '.join(kinds)}, or none: completion)")
+    config_class, run = kinds.get(kind, (TrainConfig, train))
     try:
-        cfg = SinglePassTrainConfig.from_yaml(args.config) if single_pass else TrainConfig.from_yaml(args.config)
+        cfg = config_class.from_yaml(args.config)
     except ValueError as err:
         raise UsageError(str(err)) from None
     for item in args.set:
@@ -79,7 +84,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         setattr(cfg, key, type(getattr(cfg, key))(value))
     if args.ycb_root:
         cfg.ycb_root = str(args.ycb_root)
-    run = train_single_pass if single_pass else train
     summary = run(cfg, args.out, cache_dir=args.cache_dir, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
@@ -210,7 +214,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flat", action="store_true", help="dotted names as JSON instead of the ROS YAML")
     p.set_defaults(func=_cmd_config)
 
-    p = sub.add_parser("train", help="train an embedded model: completion, or single-pass (kind: single_pass)")
+    p = sub.add_parser(
+        "train",
+        help="train an embedded model: completion, single-pass (kind: single_pass) or scene layers (kind: scene)",
+    )
     p.add_argument("--config", type=Path, required=True, help="training YAML, e.g. config/train/train_cpu.yaml")
     p.add_argument("--ycb-root", type=Path, help="folder of the training objects' YCB models (<Name>/model.urdf)")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")

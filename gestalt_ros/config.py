@@ -183,6 +183,40 @@ class SinglePassStageConfig:
 
 
 @dataclass
+class SceneModeConfig:
+    """Scene mode: every object in view, amodal and in occlusion order, without a prompt."""
+
+    # "sequential": the layer model, front layer first (Ao et al. 2024); "prompted": its
+    # visible instances, each completed by the amodal stage (amodal.method), then ordered
+    # by whose amodal mask runs under whose visible part.
+    method: str = "sequential"
+    # Empty: the layer model committed under model/scene_layers. Otherwise a model
+    # directory written by `gestalt-ros train` with a ``kind: scene`` config.
+    weights: str = ""
+    # Layers predicted at most (layer 0: the objects nothing hides).
+    max_layers: int = 5
+    # Samples per layer; the one closest to their mean is kept.
+    num_samples: int = 3
+    # Denoising steps per sample (DDIM).
+    steps: int = 6
+    # A pixel is in a layer (or an object's core) when the model's probability exceeds this.
+    threshold: float = 0.5
+    # Smallest object kept, and smallest visible part, as a fraction of the frame's area.
+    min_area: float = 0.002
+    # In the node's scene mode, segment every Nth image.
+    every_n: int = 1
+
+    def validate(self) -> None:
+        _check_choice("scene.method", self.method, ("sequential", "prompted"))
+        _check_range("scene.max_layers", self.max_layers, 1, 20)
+        _check_range("scene.num_samples", self.num_samples, 1, 16)
+        _check_range("scene.steps", self.steps, 1, 1000)
+        _check_range("scene.threshold", self.threshold, 0.01, 0.99)
+        _check_range("scene.min_area", self.min_area, 0.0, 0.5)
+        _check_range("scene.every_n", self.every_n, 1, 10_000)
+
+
+@dataclass
 class RecognitionConfig:
     """Label the completed object."""
 
@@ -247,16 +281,21 @@ class GestaltConfig:
     device: str = "cpu"
     # With no such CUDA device, run on the CPU (logged once) instead of failing to start.
     allow_cpu_fallback: bool = False
+    # What the node answers: "prompt" (a click, box or mask per object), "scene" (every
+    # object of every scene.every_n-th image, in occlusion order) or "both".
+    mode: str = "prompt"
     visible: VisibleConfig = field(default_factory=VisibleConfig)
     completion: CompletionConfig = field(default_factory=CompletionConfig)
     amodal: AmodalConfig = field(default_factory=AmodalConfig)
     single_pass: SinglePassStageConfig = field(default_factory=SinglePassStageConfig)
+    scene: SceneModeConfig = field(default_factory=SceneModeConfig)
     recognition: RecognitionConfig = field(default_factory=RecognitionConfig)
     ros: RosConfig = field(default_factory=RosConfig)
 
     def validate(self) -> GestaltConfig:
         if not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        _check_choice("mode", self.mode, ("prompt", "scene", "both"))
         for f in fields(self):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):

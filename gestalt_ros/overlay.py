@@ -157,3 +157,38 @@ def eval_row(
     row = np.hstack([np.pad(p, ((0, 0), (0, 2), (0, 0)), constant_values=128) for p in panels])
     _text(row, caption, (0, height), font, thickness)
     return row
+
+
+# Scene mode: one colour per occlusion layer, front (0) to back; deeper layers reuse the last.
+LAYER_RGB = ((230, 40, 40), (255, 150, 0), (240, 220, 0), (40, 200, 60), (40, 120, 255), (150, 60, 220))
+
+
+def layer_colour(layer: int) -> tuple[int, int, int]:
+    return LAYER_RGB[min(layer, len(LAYER_RGB) - 1)]
+
+
+def draw_scene_overlay(image_rgb: np.ndarray, objects: list, legend: bool = True) -> np.ndarray:
+    """Every object of a scene: its visible part tinted in its layer's colour, its amodal
+    outline (hidden part included) in the same colour, and ``id:label L<layer>`` at its box.
+
+    ``objects`` are ``scene.pipeline.SceneObjectResult``s (or anything with ``id``, ``label``,
+    ``layer``, ``visible_mask`` and ``amodal_mask``); a legend names the layers' colours.
+    """
+    out = check_image(image_rgb).copy()
+    thickness, font = _scale(*out.shape[:2])
+    for obj in sorted(objects, key=lambda o: -o.layer):  # front layers drawn last, on top
+        colour = layer_colour(obj.layer)
+        _tint(out, obj.visible_mask.astype(bool), colour)
+        contours, _ = cv2.findContours(obj.amodal_mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, colour, thickness)
+    for obj in objects:
+        x0, y0 = mask_bbox(obj.amodal_mask)[:2]
+        _text(out, f"{obj.id}:{obj.label} L{obj.layer}", (int(x0), int(y0) - 2), font * 0.8, thickness)
+    if legend and objects:
+        depth = max(o.layer for o in objects) + 1
+        (tw, th), _ = cv2.getTextSize("L0", _FONT, font, thickness)
+        for k in range(depth):
+            x = 4 + k * (tw + 12)
+            cv2.rectangle(out, (x, out.shape[0] - th - 8), (x + tw + 8, out.shape[0] - 2), layer_colour(k), cv2.FILLED)
+            cv2.putText(out, f"L{k}", (x + 4, out.shape[0] - 5), _FONT, font, (0, 0, 0), thickness, cv2.LINE_AA)
+    return out

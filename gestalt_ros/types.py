@@ -110,6 +110,21 @@ class ObjectResult:
         }
 
 
+@dataclass
+class SceneInstance:
+    """One object a scene method found, before recognition: masks at the image's resolution,
+    ``layer`` 0 for the front, ``occluded_by`` the indices (in the method's list) of the
+    objects in front of it, ``score`` the method's confidence in [0, 1], and ``completion``
+    the synthesized object in the frame (as ``ObjectResult.completion``) where there is one."""
+
+    amodal_mask: np.ndarray
+    visible_mask: np.ndarray
+    layer: int
+    occluded_by: list[int]
+    score: float
+    completion: np.ndarray | None = None
+
+
 def mask_bbox(mask: np.ndarray) -> BBox:
     """Tight (x0, y0, x1, y1) box of a non-empty mask, x1/y1 exclusive."""
     rows = np.flatnonzero(mask.any(axis=1))

@@ -9,7 +9,8 @@ import torch
 from conftest import fails_in_one_line
 
 from gestalt_ros.config import GestaltConfig
-from gestalt_ros.data.single_pass_examples import ExampleConfig, SceneStore, sample_example, store_scenes
+from gestalt_ros.data.scene_store import SceneStore, store_scenes
+from gestalt_ros.data.single_pass_examples import ExampleConfig, sample_example
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import CropWindow, interior_point, prompt_from_mask
 from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
@@ -79,7 +80,7 @@ def test_the_network_keeps_imagenet_features_frozen_and_round_trips(tmp_path):
         a, b = model(image, prompt)[0], loaded(image, prompt)[0]
     assert torch.allclose(a, b, atol=0.05)  # stored in float16
     assert json.loads((tmp_path / "single_pass.json").read_text())["resolution"] == 64
-    with pytest.raises(FileNotFoundError, match="single-pass model"):
+    with pytest.raises(FileNotFoundError, match="SinglePassNet model"):
         SinglePassNet.from_pretrained(tmp_path / "missing")
 
 

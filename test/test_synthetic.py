@@ -115,8 +115,14 @@ def test_dataset_round_trip(tmp_path: Path, scenes: list[Scene]) -> None:
     for entry, scene in zip(data["images"], scenes):
         assert (tmp_path / entry["file"]).is_file()
         assert entry["width"] == entry["height"] == 128
-        orders = sorted(o["order"] for o in entry["objects"])
-        assert orders == list(range(len(orders)))
+        by_id = {o["id"]: o for o in entry["objects"]}
+        for record in entry["objects"]:
+            # Layers follow who hides whom: an unhidden object is in front, and each object
+            # lies behind everything that hides it.
+            if record["occlusion_ratio"] == 0:
+                assert record["order"] == 0 and record["occluded_by"] == []
+            assert all(by_id[a]["order"] < record["order"] for a in record["occluded_by"])
+        ignore = _decode(entry["ignore_rle"])
         remaining = list(scene.objects)
         for record in entry["objects"]:
             visible, amodal = (
@@ -135,4 +141,5 @@ def test_dataset_round_trip(tmp_path: Path, scenes: list[Scene]) -> None:
         for obj in remaining:
             border = obj.amodal[0].any() or obj.amodal[-1].any() or obj.amodal[:, 0].any() or obj.amodal[:, -1].any()
             assert border or obj.visible.sum() < 30
+            assert ignore[obj.visible].all()
     assert written > 0

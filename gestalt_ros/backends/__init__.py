@@ -6,6 +6,7 @@
 | crop -> whole-object samples | ``completion.model`` | ``embedded`` |
 | visible mask -> amodal mask | ``amodal.method`` | ``synthesis`` (completion samples, threshold, vote) |
 | object view -> labels | ``recognition.model`` | ``efficientnet-lite0`` |
+| image -> every object, in layers | ``scene.method`` | ``sequential`` (layer model), ``prompted`` |
 
 Any combination works: a builder takes the whole ``GestaltConfig`` and reads its own
 section. Segmenters have a predictor shape (``set_image`` once per frame, ``predict`` per
@@ -28,7 +29,7 @@ if TYPE_CHECKING:  # the contract's types only; builders import what they run
 
     from gestalt_ros.config import AmodalConfig, CompletionConfig
     from gestalt_ros.prompts import CropWindow
-    from gestalt_ros.types import AmodalEstimate, Prompt
+    from gestalt_ros.types import AmodalEstimate, Prompt, SceneInstance
 
 
 class Segmenter(Protocol):
@@ -71,6 +72,13 @@ class AmodalEstimator(Protocol):
         seed: int,
     ) -> AmodalEstimate:
         """H x W x 3 uint8 + H x W bool visible -> ``AmodalEstimate`` at the image's resolution."""
+
+
+class SceneMethod(Protocol):
+    """Image -> every object in it, with amodal and visible masks and occlusion layers."""
+
+    def segment(self, image: np.ndarray, seed: int) -> list[SceneInstance]:
+        """H x W x 3 uint8 -> its objects, front layer first, at the image's resolution."""
 
 
 class Recognizer(Protocol):
@@ -118,6 +126,7 @@ SEGMENTERS: Registry[Segmenter] = Registry("visible.method")
 COMPLETERS: Registry[Completer] = Registry("completion.model")
 AMODAL_ESTIMATORS: Registry[AmodalEstimator] = Registry("amodal.method")
 RECOGNIZERS: Registry[Recognizer] = Registry("recognition.model")
+SCENE_METHODS: Registry[SceneMethod] = Registry("scene.method")
 
 
 @dataclass

@@ -9,7 +9,7 @@ from __future__ import annotations
 import weakref
 from pathlib import Path
 
-from gestalt_ros.backends import AMODAL_ESTIMATORS, COMPLETERS, RECOGNIZERS, SEGMENTERS
+from gestalt_ros.backends import AMODAL_ESTIMATORS, COMPLETERS, RECOGNIZERS, SCENE_METHODS, SEGMENTERS
 from gestalt_ros.config import ConfigError, GestaltConfig
 from gestalt_ros.resources import share_dir
 
@@ -130,3 +130,23 @@ def _open_clip(config: GestaltConfig):
     return OpenClipRecognizer(
         options.clip_model, options.clip_pretrained, read_vocabulary(options.vocabulary), config.device, options.top_k
     )
+
+
+def scene_layer_model(config: GestaltConfig):
+    """The layer model (``scene.weights``, else the committed one) as a scene method."""
+    from gestalt_ros.scene.sequential import SequentialScene
+
+    weights = Path(config.scene.weights) if config.scene.weights else share_dir("model") / "scene_layers"
+    return SequentialScene.from_pretrained(weights, config.scene, config.device)
+
+
+@SCENE_METHODS.register("sequential")
+def _sequential_scene(config: GestaltConfig):
+    return scene_layer_model(config)
+
+
+@SCENE_METHODS.register("prompted")
+def _prompted_scene(config: GestaltConfig):
+    from gestalt_ros.scene.prompted import PromptedScene
+
+    return PromptedScene(scene_layer_model(config), AMODAL_ESTIMATORS.build(config), config)

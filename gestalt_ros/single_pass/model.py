@@ -66,10 +66,15 @@ class SinglePassNet(nn.Module):
     """(B, 3, r, r) RGB in [-1, 1] + (B, 3, r, r) prompt maps -> logits (B, 2, r, r), IoUs (B, 2).
 
     Channel 0 of the logits is the visible mask, channel 1 the amodal mask; the IoUs are the
-    model's estimate of each mask's IoU with the truth (its confidence).
+    model's estimate of each mask's IoU with the truth (its confidence). Subclasses give the
+    three prompt maps and the two heads other meanings (``scene/sequential.py``) and name
+    their own card and config class.
     """
 
-    def __init__(self, config: SinglePassConfig, pretrained: bool = True) -> None:
+    card = CARD
+    config_class = SinglePassConfig
+
+    def __init__(self, config, pretrained: bool = True) -> None:
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -136,7 +141,7 @@ class SinglePassNet(nn.Module):
         return logits, iou
 
     def save_pretrained(self, directory: str | Path) -> None:
-        """``directory/single_pass.json`` (this config) + ``directory/model.safetensors`` (float16)."""
+        """``directory/<card>`` (this config, JSON) + ``directory/model.safetensors`` (float16)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -144,17 +149,17 @@ class SinglePassNet(nn.Module):
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         save_file(state, directory / WEIGHTS)
-        (directory / CARD).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        (directory / self.card).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> SinglePassNet:
+    def from_pretrained(cls, directory: str | Path):
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        card = directory / CARD
+        card = directory / cls.card
         if not card.is_file():
-            raise FileNotFoundError(f"{card} not found: not a gestalt_ros single-pass model directory")
-        model = cls(SinglePassConfig.from_dict(json.loads(card.read_text())), pretrained=False)
+            raise FileNotFoundError(f"{card} not found: not a gestalt_ros {cls.__name__} model directory")
+        model = cls(cls.config_class.from_dict(json.loads(card.read_text())), pretrained=False)
         state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(directory / WEIGHTS).items()}
         model.load_state_dict(state)
         return model.eval()

@@ -16,6 +16,7 @@ import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ import yaml
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from gestalt_ros.data.single_pass_examples import ExampleConfig, SceneStore, build_scene_store, sample_example
+from gestalt_ros.data.scene_store import SceneStore, build_scene_store
+from gestalt_ros.data.single_pass_examples import ExampleConfig, sample_example
 from gestalt_ros.data.ycb import TRAIN_OBJECTS, bundled_ycb_root, check_models
 from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
 from gestalt_ros.single_pass.prompting import image_tensor
@@ -39,6 +41,7 @@ STORE_FORMAT = 1
 class SinglePassTrainConfig:
     """Everything that decides a single-pass training run."""
 
+    MODEL: ClassVar[type] = SinglePassConfig
     kind: str = KIND
     seed: int = 0
     scenes: int = 3000
@@ -66,7 +69,7 @@ class SinglePassTrainConfig:
     @classmethod
     def from_yaml(cls, path: str | Path) -> SinglePassTrainConfig:
         data = yaml.safe_load(Path(path).read_text()) or {}
-        model = SinglePassConfig.from_dict(data.pop("model", {}))
+        model = cls.MODEL.from_dict(data.pop("model", {}))
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:
@@ -79,8 +82,9 @@ class SinglePassTrainConfig:
             raise ValueError(f"{path}: {err}") from None
 
     def validate(self) -> SinglePassTrainConfig:
-        if self.kind != KIND:
-            raise ValueError(f"kind must be {KIND!r}, got {self.kind!r}")
+        kind = type(self).__dataclass_fields__["kind"].default
+        if self.kind != kind:
+            raise ValueError(f"kind must be {kind!r}, got {self.kind!r}")
         self.scene_config()
         self.example_config()
         return self
@@ -171,6 +175,76 @@ def mask_losses(logits: torch.Tensor, iou: torch.Tensor, target: torch.Tensor, v
     }
 
 
+def fit(
+    model: torch.nn.Module,
+    cfg: SinglePassTrainConfig,
+    batches,
+    losses,
+    shown: dict[str, str],
+    minutes,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``model`` on ``batches`` until ``cfg.steps`` or ``cfg.max_minutes``.
+
+    ``losses(batch)`` returns a dict of scalar tensors with the ``loss`` to minimise; every
+    other entry is recorded per step, and ``shown`` (bar label -> entry) on the progress bar.
+    The trainable encoder stages learn ``encoder_lr_factor`` times slower than the rest.
+    """
+    encoder = [p for p in model.stages.parameters() if p.requires_grad]
+    encoder_ids = {id(p) for p in encoder}
+    decoder = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decoder, "lr": cfg.learning_rate},
+            {"params": encoder, "lr": cfg.learning_rate * cfg.encoder_lr_factor},
+        ],
+        weight_decay=1e-4,
+    )
+    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cfg.lr_factor(s, minutes()))
+    history: list[dict] = []
+    bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=not progress)
+    for batch in batches:
+        parts = losses(batch)
+        optimizer.zero_grad(set_to_none=True)
+        parts.pop("loss").backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        lr_schedule.step()
+        history.append({k: round(v.item(), 5) for k, v in parts.items()})
+        bar.update(1)
+        if len(history) % 25 == 0:
+            recent = history[-100:]
+            bar.set_postfix({label: f"{np.mean([h[key] for h in recent]):.3f}" for label, key in shown.items()})
+        out_of_time = cfg.max_minutes > 0 and minutes() > cfg.max_minutes
+        if len(history) >= cfg.steps or out_of_time:
+            if out_of_time:
+                logger.warning("stopping at step %d: max_minutes=%s reached", len(history), cfg.max_minutes)
+            break
+    bar.close()
+    return history
+
+
+def run_summary(
+    cfg: SinglePassTrainConfig, store: SceneStore, history: list[dict], t_data: float, t_train: float, minutes
+) -> dict:
+    """What a model directory records of its training run: config, data, steps, time, machine."""
+    return {
+        "config": dataclasses.asdict(dataclasses.replace(cfg, model=None)),
+        "scenes": len(store.images),
+        "objects": len(store),
+        "steps_done": len(history),
+        "minutes_data": round(t_data / 60.0, 2),
+        "minutes_train": round((time.time() - t_train) / 60.0, 2),
+        "minutes_total": round(minutes(), 2),
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, device {cfg.device}",
+        "torch": torch.__version__,
+    }
+
+
+def last_mean(history: list[dict], key: str, n: int = 200) -> float:
+    return round(float(np.mean([h[key] for h in history[-n:]])), 4)
+
+
 def train_single_pass(
     cfg: SinglePassTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True
 ) -> dict:
@@ -194,65 +268,25 @@ def train_single_pass(
     else:
         model = SinglePassNet(cfg.model)
     model = model.to(device).train()
-    encoder = [p for p in model.stages.parameters() if p.requires_grad]
-    encoder_ids = {id(p) for p in encoder}
-    decoder = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decoder, "lr": cfg.learning_rate},
-            {"params": encoder, "lr": cfg.learning_rate * cfg.encoder_lr_factor},
-        ],
-        weight_decay=1e-4,
-    )
-    lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cfg.lr_factor(s, minutes()))
     loader = torch.utils.data.DataLoader(
         ExampleStream(store, cfg),
         batch_size=None,
         num_workers=cfg.loader_workers,
         prefetch_factor=4 if cfg.loader_workers else None,
     )
-    history: list[dict] = []
-    step = 0
+
+    def losses(batch) -> dict:
+        image, prompt, target, valid = (t.to(device) for t in batch)
+        logits, iou = model(image, prompt)
+        parts = mask_losses(logits, iou, target, valid)
+        parts["loss"] = parts["visible"] + parts["amodal"] + parts["iou"]
+        return parts
+
     t_train = time.time()
-    bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=not progress)
-    for image, prompt, target, valid in loader:
-        logits, iou = model(image.to(device), prompt.to(device))
-        parts = mask_losses(logits, iou, target.to(device), valid.to(device))
-        loss = parts["visible"] + parts["amodal"] + parts["iou"]
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        lr_schedule.step()
-        history.append({k: round(v.item(), 5) for k, v in parts.items()})
-        step += 1
-        bar.update(1)
-        if step % 25 == 0:
-            recent = history[-100:]
-            bar.set_postfix(
-                vis=f"{np.mean([h['visible_iou'] for h in recent]):.3f}",
-                amo=f"{np.mean([h['amodal_iou'] for h in recent]):.3f}",
-            )
-        out_of_time = cfg.max_minutes > 0 and minutes() > cfg.max_minutes
-        if step >= cfg.steps or out_of_time:
-            if out_of_time:
-                logger.warning("stopping at step %d: max_minutes=%s reached", step, cfg.max_minutes)
-            break
-    bar.close()
-    last = history[-200:]
-    summary = {
-        "config": dataclasses.asdict(dataclasses.replace(cfg, model=None)),
-        "scenes": len(store.images),
-        "objects": len(store),
-        "steps_done": step,
-        "train_visible_iou_last_200": round(float(np.mean([h["visible_iou"] for h in last])), 4),
-        "train_amodal_iou_last_200": round(float(np.mean([h["amodal_iou"] for h in last])), 4),
-        "minutes_data": round(t_data / 60.0, 2),
-        "minutes_train": round((time.time() - t_train) / 60.0, 2),
-        "minutes_total": round(minutes(), 2),
-        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, device {cfg.device}",
-        "torch": torch.__version__,
-    }
+    history = fit(model, cfg, loader, losses, {"vis": "visible_iou", "amo": "amodal_iou"}, minutes, progress)
+    summary = run_summary(cfg, store, history, t_data, t_train, minutes)
+    summary["train_visible_iou_last_200"] = last_mean(history, "visible_iou")
+    summary["train_amodal_iou_last_200"] = last_mean(history, "amodal_iou")
     if cfg.init_from:
         summary["init_from_training"] = model.config.training
     model.config = dataclasses.replace(cfg.model, training=summary)

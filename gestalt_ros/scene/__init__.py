@@ -1,0 +1,1 @@
+"""Scene mode: every object in view, amodal and in occlusion order (no prompt)."""

@@ -1,0 +1,147 @@
+"""Train the scene-layer model (``scene/sequential.py``) on synthetic tabletop scenes.
+
+A run is a YAML file with ``kind: scene`` (``config/train/``); the output directory is a
+model directory ``scene.weights`` loads directly, with the run recorded in its
+``scene_layers.json`` under ``training``. Each example is one occlusion layer of a rendered
+scene (``data/scene_examples.py``), noised on diffusers' schedule at a random step; the
+network predicts the clean layer mask and its cores (BCE + Dice per head; the IoU head
+regresses the actual IoUs). ``init_weights`` starts the network from a single-pass model,
+whose encoder and decoder already know objects in real photos; rendered scenes are shared
+with the single-pass runs through the scene cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from gestalt_ros.data.scene_examples import LayerExampleConfig, sample_layer_example
+from gestalt_ros.data.scene_store import SceneStore
+from gestalt_ros.data.ycb import check_models
+from gestalt_ros.scene.sequential import LayerModelConfig, LayerNet, condition, noise_scheduler
+from gestalt_ros.single_pass.model import SinglePassNet
+from gestalt_ros.single_pass.prompting import image_tensor
+from gestalt_ros.train.single_pass import (
+    SinglePassTrainConfig,
+    fit,
+    last_mean,
+    load_or_build_store,
+    mask_losses,
+    run_summary,
+)
+
+KIND = "scene"
+
+
+@dataclass
+class SceneTrainConfig(SinglePassTrainConfig):
+    """A scene-layer training run: the single-pass run's keys, the layer sampler's
+    ``examples``, the layer model, and ``init_weights``."""
+
+    MODEL: ClassVar[type] = LayerModelConfig
+    kind: str = KIND
+    batch_size: int = 16
+    # A single-pass model directory whose weights start the network ("": ImageNet encoder only).
+    init_weights: str = ""
+    model: LayerModelConfig = field(default_factory=LayerModelConfig)
+
+    def example_config(self) -> LayerExampleConfig:
+        data = dict(self.examples)
+        if "frame_scale" in data:
+            data["frame_scale"] = tuple(data["frame_scale"])
+        return LayerExampleConfig(**data)
+
+
+class LayerStream(torch.utils.data.IterableDataset):
+    """Endless batches of layer examples; each loader worker has its own seeded generator."""
+
+    def __init__(self, store: SceneStore, cfg: SceneTrainConfig) -> None:
+        self.store = store
+        self.cfg = cfg
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        rng = np.random.default_rng([self.cfg.seed, 7, 1 + (info.id if info else 0)])
+        examples, r = self.cfg.example_config(), self.cfg.model.resolution
+        while True:
+            batch = [
+                sample_layer_example(self.store, int(rng.integers(len(self.store.images))), rng, r, examples)
+                for _ in range(self.cfg.batch_size)
+            ]
+            yield (
+                image_tensor(np.stack([b["image"] for b in batch])),
+                torch.from_numpy(np.stack([b["before"] for b in batch])),
+                torch.from_numpy(np.stack([np.stack([b["layer"], b["core"]]) for b in batch])),
+            )
+
+
+def build_model(cfg: SceneTrainConfig) -> LayerNet:
+    """A new layer model, or ``init_from``'s (continued), or one started from ``init_weights``."""
+    if cfg.init_from:
+        model = LayerNet.from_pretrained(cfg.init_from)
+        if model.config.architecture() != cfg.model.architecture():
+            raise ValueError(f"init_from: its architecture {model.config} differs from {cfg.model}")
+        return model
+    model = LayerNet(cfg.model)
+    if cfg.init_weights:
+        source = SinglePassNet.from_pretrained(cfg.init_weights)
+        if tuple(source.config.decoder_channels) != tuple(cfg.model.decoder_channels):
+            raise ValueError("init_weights: the single-pass model's decoder widths differ from the layer model's")
+        model.load_state_dict(source.state_dict())
+    return model
+
+
+def train_scene(cfg: SceneTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
+    """Train, save the weights to ``out_dir``, and return the training summary."""
+    cfg.validate()
+    check_models(cfg.ycb_path(), cfg.objects)
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    t_start = time.time()
+
+    def minutes() -> float:
+        return (time.time() - t_start) / 60.0
+
+    store = load_or_build_store(cfg, cache_dir, progress)
+    t_data = time.time() - t_start
+    device = torch.device(cfg.device)
+    model = build_model(cfg).to(device).train()
+    scheduler = noise_scheduler(cfg.model)
+    timesteps = cfg.model.train_timesteps
+    loader = torch.utils.data.DataLoader(
+        LayerStream(store, cfg),
+        batch_size=None,
+        num_workers=cfg.loader_workers,
+        prefetch_factor=4 if cfg.loader_workers else None,
+    )
+
+    def losses(batch) -> dict:
+        image, before, target = (t.to(device) for t in batch)
+        clean = target[:, 0].float() * 2 - 1
+        t = torch.randint(0, timesteps, (len(clean),), device=device)
+        noisy = scheduler.add_noise(clean, torch.randn_like(clean), t)
+        logits, iou = model(image, condition(before, noisy, t, timesteps))
+        parts = mask_losses(logits, iou, target, torch.ones(len(clean), dtype=torch.bool, device=device))
+        layer, cores = parts.pop("visible"), parts.pop("amodal")
+        parts["layer_iou"], parts["core_iou"] = parts.pop("visible_iou"), parts.pop("amodal_iou")
+        parts["loss"] = layer + cores + parts["iou"]
+        return parts
+
+    t_train = time.time()
+    history = fit(model, cfg, loader, losses, {"layer": "layer_iou", "core": "core_iou"}, minutes, progress)
+    summary = run_summary(cfg, store, history, t_data, t_train, minutes)
+    summary["train_layer_iou_last_200"] = last_mean(history, "layer_iou")
+    summary["train_core_iou_last_200"] = last_mean(history, "core_iou")
+    if cfg.init_from:
+        summary["init_from_training"] = model.config.training
+    model.config = dataclasses.replace(cfg.model, training=summary)
+    model.cpu().save_pretrained(out_dir)
+    (Path(out_dir) / "loss_curve.json").write_text(json.dumps(history[::10]) + "\n")
+    return summary
