@@ -133,6 +133,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     cfg = pipeline_config(args)
     if args.samples:
         cfg = cfg.with_overrides([f"completion.num_samples={args.samples}"])
+    if args.mode == "scene":
+        from gestalt_ros.eval.scene import run_scene_eval
+
+        metrics = run_scene_eval(
+            cfg, args.annotations, args.images_root, args.out, limit=args.limit, progress=not args.quiet
+        )
+        print(json.dumps({k: v for k, v in metrics.items() if k != "issues"}, indent=2))
+        if metrics["n_images"] == 0:
+            raise UsageError(f"no image could be scored from {args.annotations}; see {args.out / 'metrics.json'}")
+        return 0
     metrics = run_eval(
         cfg, args.annotations, args.images_root, args.out, limit=args.limit, progress=not args.quiet, prompt=args.prompt
     )
@@ -246,7 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-root", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--samples", type=int, help="completions per object (completion.num_samples)")
-    p.add_argument("--limit", type=int, help="score only the first K objects")
+    p.add_argument("--limit", type=int, help="score only the first K objects (scene mode: images)")
+    p.add_argument(
+        "--mode",
+        choices=("prompt", "scene"),
+        default="prompt",
+        help="prompt: one object per prompt (below); scene: every object of each image, matched to the "
+        "annotations, with their occlusion order (scene.*)",
+    )
     p.add_argument(
         "--prompt",
         choices=PROMPT_KINDS,

@@ -24,6 +24,9 @@ class AnnotatedObject:
     name: str | None
     visible: np.ndarray
     amodal: np.ndarray
+    # Occlusion order where the file has one: the synthetic writer's layer (0: nothing hides
+    # it) or COCOA's depth rank (1: front); only comparisons within one image are meaningful.
+    order: int | None = None
 
     @property
     def occlusion_ratio(self) -> float:
@@ -34,6 +37,8 @@ class AnnotatedObject:
 class AnnotationSet:
     objects: list[AnnotatedObject] = field(default_factory=list)
     issues: list[str] = field(default_factory=list)
+    # Per image, where objects were left out of the annotations (the generic ``ignore_rle``).
+    ignore: dict[Path, np.ndarray] = field(default_factory=dict)
 
 
 def decode_rle(rle: dict) -> np.ndarray:
@@ -68,6 +73,11 @@ def load_annotations(path: Path, images_root: Path) -> AnnotationSet:
 def _read_generic(file: Path, data: dict, images_root: Path, out: AnnotationSet) -> None:
     for image in data["images"]:
         image_path = images_root / image.get("file", "")
+        if "ignore_rle" in image:
+            try:
+                out.ignore[image_path] = decode_rle(image["ignore_rle"])
+            except (KeyError, TypeError, ValueError) as err:
+                out.issues.append(f"{file}: image {image.get('file')!r}: bad ignore_rle ({err!r})")
         for obj in image.get("objects", []):
             where = f"{file}: image {image.get('file')!r} object {obj.get('id')!r}"
             try:
@@ -75,7 +85,9 @@ def _read_generic(file: Path, data: dict, images_root: Path, out: AnnotationSet)
             except (KeyError, TypeError, ValueError) as err:
                 out.issues.append(f"{where}: bad RLE ({err!r})")
                 continue
-            _add(out, where, AnnotatedObject(image_path, str(obj.get("id")), obj.get("name"), visible, amodal))
+            order = obj.get("order")
+            obj = AnnotatedObject(image_path, str(obj.get("id")), obj.get("name"), visible, amodal, order)
+            _add(out, where, obj)
 
 
 def _read_cocoa(file: Path, data: dict, images_root: Path, out: AnnotationSet) -> None:
@@ -113,6 +125,7 @@ def _read_cocoa(file: Path, data: dict, images_root: Path, out: AnnotationSet) -
             region.get("name", "").strip() or None,
             visible,
             amodal,
+            region.get("order"),
         )
         _add(out, where, obj)
 

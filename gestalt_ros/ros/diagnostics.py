@@ -21,6 +21,9 @@ WINDOW = 256
 # Stages timed in the node: the pipeline's own, "publish" (conversion and publishing of the
 # outputs) and "total" (from the prompt's arrival to its last output, queue wait included).
 STAGES = ("set_image", "visible", "completion", "amodal", "recognition", "publish", "total")
+# Stages timed per scene frame (scene mode): the scene pipeline's own, "publish", and "total"
+# (from the frame's arrival to its last output, the wait for the worker included).
+SCENE_STAGES = ("scene", "recognition", "publish", "total")
 
 
 class Counters:
@@ -37,7 +40,19 @@ class Counters:
             "dropped": 0,
             "fell_back_to_latest": 0,
         }
+        # Scene mode: valid frames that arrived while active, those skipped by scene.every_n,
+        # segmented, failed, and dropped by reason (replaced: a newer frame took its place
+        # while the worker was busy; deactivated: waiting when the node was deactivated).
+        self._scene = {
+            "received": 0,
+            "skipped": 0,
+            "processed": 0,
+            "failed": 0,
+            "dropped": collections.Counter(),
+            "objects": 0,
+        }
         self._latency = {stage: collections.deque(maxlen=WINDOW) for stage in STAGES}
+        self._scene_latency = {stage: collections.deque(maxlen=WINDOW) for stage in SCENE_STAGES}
         self._last_dropped = 0
 
     def image(self, key: str, reason: str | None = None) -> None:
@@ -46,34 +61,50 @@ class Counters:
     def prompt(self, key: str, reason: str | None = None) -> None:
         self._add(self._prompts, key, reason)
 
-    def _add(self, group: dict, key: str, reason: str | None) -> None:
+    def scene(self, key: str, reason: str | None = None, n: int = 1) -> None:
+        self._add(self._scene, key, reason, n)
+
+    def _add(self, group: dict, key: str, reason: str | None, n: int = 1) -> None:
         with self._lock:
             if reason is None:
-                group[key] += 1
+                group[key] += n
             else:
-                group[key][reason] += 1
+                group[key][reason] += n
 
     def latency(self, timings: dict[str, float]) -> None:
+        self._append(self._latency, timings)
+
+    def scene_latency(self, timings: dict[str, float]) -> None:
+        self._append(self._scene_latency, timings)
+
+    def _append(self, windows: dict[str, collections.deque], timings: dict[str, float]) -> None:
         with self._lock:
             for stage, seconds in timings.items():
-                if stage in self._latency:
-                    self._latency[stage].append(seconds)
+                if stage in windows:
+                    windows[stage].append(seconds)
 
-    def snapshot(self) -> dict:
-        """Counters and, per stage, the last / p50 / p95 / p99 latency in seconds."""
+    def snapshot(self, scene: bool = False) -> dict:
+        """Counters and, per stage, the last / p50 / p95 / p99 latency in seconds; with
+        ``scene``, the scene frames' counters and latency too (under ``scene``)."""
         with self._lock:
-            latency = {
-                stage: {"last": round(window[-1], 4), **percentiles(window)}
-                for stage, window in self._latency.items()
-                if window
+            out = {
+                "images": _plain(self._images),
+                "prompts": _plain(self._prompts),
+                "latency_s": _stats(self._latency),
             }
-            return {"images": _plain(self._images), "prompts": _plain(self._prompts), "latency_s": latency}
+            if scene:
+                out["scene"] = {**_plain(self._scene), "latency_s": _stats(self._scene_latency)}
+            return out
 
     def dropped_since_last_call(self) -> int:
         with self._lock:
             new = self._prompts["dropped"] - self._last_dropped
             self._last_dropped = self._prompts["dropped"]
             return new
+
+
+def _stats(windows: dict[str, collections.deque]) -> dict:
+    return {stage: {"last": round(window[-1], 4), **percentiles(window)} for stage, window in windows.items() if window}
 
 
 def _plain(group: dict) -> dict:
@@ -95,11 +126,15 @@ def diagnostic_array(
 ) -> DiagnosticArray:
     """One status: ERROR when the worker died while active, WARN on recent drops or slow prompts.
 
-    ``detections``: "on", or "off: why" (no vision_msgs), reported as it is.
+    ``detections``: "on", or "off: why" (no vision_msgs), reported as it is. The snapshot's
+    ``mode`` and, in scene mode, its ``scene`` counters and latency are reported as values;
+    scene frames replaced by newer ones are no warning (the newest frame always wins).
     """
+    mode = snapshot.get("mode", "prompt")
     total_p95 = snapshot["latency_s"].get("total", {}).get("p95", 0.0)
     if active and not worker_alive:
-        level, message = DiagnosticStatus.ERROR, "the worker thread died: prompts are not served"
+        served = {"prompt": "prompts are", "scene": "scene frames are"}.get(mode, "prompts and scene frames are")
+        level, message = DiagnosticStatus.ERROR, f"the worker thread died: {served} not served"
     elif dropped_recently:
         level, message = DiagnosticStatus.WARN, f"{dropped_recently} prompts dropped since the last report"
     elif total_p95 > latency_warn:
@@ -109,15 +144,25 @@ def diagnostic_array(
         )
     else:
         level, message = DiagnosticStatus.OK, "serving" if active else "inactive (lifecycle)"
-    values = [KeyValue(key="active", value=str(active).lower()), KeyValue(key="detections", value=detections)]
-    for group in ("images", "prompts"):
-        for key, value in snapshot[group].items():
+    values = [
+        KeyValue(key="active", value=str(active).lower()),
+        KeyValue(key="mode", value=mode),
+        KeyValue(key="detections", value=detections),
+    ]
+    for group in ("images", "prompts", "scene"):
+        for key, value in snapshot.get(group, {}).items():
+            if key == "latency_s":
+                continue
             if isinstance(value, dict):
                 values += [KeyValue(key=f"{group}.{key}.{reason}", value=str(n)) for reason, n in sorted(value.items())]
             else:
                 values.append(KeyValue(key=f"{group}.{key}", value=str(value)))
-    for stage, stats in snapshot["latency_s"].items():
-        values += [KeyValue(key=f"latency.{stage}.{q}_ms", value=f"{1000 * s:.1f}") for q, s in stats.items()]
+    for prefix, latency in (
+        ("latency", snapshot["latency_s"]),
+        ("scene.latency", snapshot.get("scene", {}).get("latency_s", {})),
+    ):
+        for stage, stats in latency.items():
+            values += [KeyValue(key=f"{prefix}.{stage}.{q}_ms", value=f"{1000 * s:.1f}") for q, s in stats.items()]
     for key, value in (device_memory or {}).items():
         values.append(KeyValue(key=f"device.{key}", value=f"{value:.1f}"))
     status = DiagnosticStatus(level=level, name=name, message=message, hardware_id=hardware_id, values=values)

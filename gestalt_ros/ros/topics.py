@@ -9,12 +9,14 @@ PROMPT_POINT = "prompt/point"
 PROMPT_BOX = "prompt/box"
 PROMPT_MASK = "prompt/mask"
 
-# Outputs, each stamped with the header of the image the prompt referred to
+# Outputs, each stamped with the header of the image the prompt (or scene frame) referred to
 VISIBLE_MASK = "visible_mask"
 AMODAL_MASK = "amodal_mask"
 COMPLETION = "completion"
-OBJECTS = "objects"
+OBJECTS = "objects"  # std_msgs/String JSON, both modes (gestalt_ros/schemas/objects.schema.json)
 OVERLAY = "overlay"
 STATUS = "status"
+SCENE_VISIBLE_IDS = "scene/visible_ids"  # mode scene/both: mono16, the `objects` id seen at each pixel
+SCENE_OVERLAY = "scene/overlay"  # mode scene/both: rgb8, every object coloured by its occlusion layer
 DETECTIONS = "detections"  # vision_msgs/Detection2DArray, where vision_msgs is installed
 DIAGNOSTICS = "/diagnostics"  # absolute, as diagnostic aggregators expect
