@@ -153,8 +153,14 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from gestalt_ros.eval.bench import run_bench
+    from gestalt_ros.eval.bench import run_bench, run_scene_bench
 
+    if args.mode == "scene":
+        numbers = run_scene_bench(
+            pipeline_config(args), images=args.objects, warmup=args.warmup, image_size=args.size, width=args.width
+        )
+        print(json.dumps(numbers, indent=2))
+        return 0
     numbers = run_bench(
         pipeline_config(args),
         objects=args.objects,
@@ -275,9 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("bench", help="seconds per object and peak memory on held-out synthetic objects")
-    p.add_argument("--objects", type=int, default=20, help="timed objects")
-    p.add_argument("--warmup", type=int, default=2, help="untimed objects first")
+    p = sub.add_parser("bench", help="seconds per object (or image) and peak memory on held-out synthetic scenes")
+    p.add_argument("--mode", choices=("prompt", "scene"), default="prompt", help="per prompted object, or per scene")
+    p.add_argument("--objects", type=int, default=20, help="timed objects (scene mode: images)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed objects (images) first")
     p.add_argument("--size", type=int, default=256, help="rendered scene side, pixels (the frame's height)")
     p.add_argument("--width", type=int, default=0, help="pad frames to this width (--size 480 --width 640: VGA)")
     p.add_argument("--prompt", choices=PROMPT_KINDS, default="mask", help="visible mask, box, or innermost click")

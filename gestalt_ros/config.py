@@ -190,6 +190,11 @@ class SceneModeConfig:
     # visible instances, each completed by the amodal stage (amodal.method), then ordered
     # by whose amodal mask runs under whose visible part.
     method: str = "sequential"
+    # Where the prompted method finds the visible instances: "layers" (the layer model's
+    # visible masks) or "sam" (SAM's automatic masks, visible.sam_checkpoint; for a GPU).
+    instances: str = "layers"
+    # SAM's automatic masks: a grid of this many clicks a side.
+    sam_points_per_side: int = 32
     # Empty: the layer model committed under model/scene_layers. Otherwise a model
     # directory written by `gestalt-ros train` with a ``kind: scene`` config.
     weights: str = ""
@@ -208,6 +213,8 @@ class SceneModeConfig:
 
     def validate(self) -> None:
         _check_choice("scene.method", self.method, ("sequential", "prompted"))
+        _check_choice("scene.instances", self.instances, ("layers", "sam"))
+        _check_range("scene.sam_points_per_side", self.sam_points_per_side, 1, 128)
         _check_range("scene.max_layers", self.max_layers, 1, 20)
         _check_range("scene.num_samples", self.num_samples, 1, 16)
         _check_range("scene.steps", self.steps, 1, 1000)

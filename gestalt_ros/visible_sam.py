@@ -54,20 +54,58 @@ def build_sam(shape: SamEncoderShape):
     return builder(shape.embed_dim, shape.depth, shape.num_heads, list(shape.global_attn_indexes))
 
 
+def load_sam(checkpoint: str | Path, device: str | torch.device = "cpu"):
+    """A SAM model from a segment-anything checkpoint file, its size read from the weights."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"visible.sam_checkpoint: no such file {path}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_sam(encoder_shape(state))
+    model.load_state_dict(state)
+    return model.to(device).eval()
+
+
+def disjoint_instances(masks: list[np.ndarray], scores: list[float], min_area: int) -> list[np.ndarray]:
+    """Overlapping proposals (parts and wholes) -> disjoint visible instances: the best-scored
+    proposal takes its pixels first; a later one keeps what is left if that is at least half
+    of it and ``min_area`` pixels."""
+    taken = np.zeros(masks[0].shape, bool) if masks else None
+    out = []
+    for k in np.argsort(scores)[::-1]:
+        mask = masks[k] & ~taken
+        if mask.sum() >= max(min_area, 0.5 * masks[k].sum()):
+            out.append(mask)
+            taken |= mask
+    return out
+
+
+class SamInstances:
+    """Every object's visible part, without a prompt: SAM's automatic mask generator over a
+    grid of ``points_per_side``² clicks, made disjoint (``scene.instances: sam``)."""
+
+    def __init__(self, checkpoint: str | Path, points_per_side: int, min_area: float, device="cpu") -> None:
+        from segment_anything import SamAutomaticMaskGenerator
+
+        self.generator = SamAutomaticMaskGenerator(load_sam(checkpoint, device), points_per_side=points_per_side)
+        self.min_area = min_area
+
+    def visible_masks(self, image: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+        proposals = self.generator.generate(image)
+        masks = [p["segmentation"].astype(bool) for p in proposals]
+        scores = [float(p["predicted_iou"]) * float(p["stability_score"]) for p in proposals]
+        min_px = max(int(round(self.min_area * image.shape[0] * image.shape[1])), 1)
+        return disjoint_instances(masks, scores, min_px)
+
+
 class SamSegmenter:
     """Points and boxes through ``SamPredictor``; a mask prompt is the answer already."""
 
     def __init__(self, checkpoint: str | Path, device: str | torch.device = "cpu") -> None:
         from segment_anything import SamPredictor
 
-        path = Path(checkpoint)
-        if not path.is_file():
-            raise FileNotFoundError(f"visible.sam_checkpoint: no such file {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        self.shape = encoder_shape(state)
-        model = build_sam(self.shape)
-        model.load_state_dict(state)
-        self.predictor = SamPredictor(model.to(device).eval())
+        model = load_sam(checkpoint, device)
+        self.shape = encoder_shape(model.state_dict())
+        self.predictor = SamPredictor(model)
         self._size: tuple[int, int] | None = None
 
     def set_image(self, image: np.ndarray) -> None:

@@ -171,3 +171,30 @@ def test_the_papers_stages_together_in_segment_eval_and_the_node(
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["node_status"]["prompts"]["processed"] == 3 and summary["node_status"]["prompts"]["failed"] == 0
     capsys.readouterr()
+
+
+def test_sam_finds_disjoint_instances_for_the_prompted_scene(tiny_pipeline_config, sam_checkpoint, scene_image):
+    from gestalt_ros.scene.pipeline import ScenePipeline
+    from gestalt_ros.visible_sam import disjoint_instances
+
+    # The best proposal keeps its pixels; a part of it is dropped; a mostly new one keeps the rest.
+    whole = np.zeros((20, 20), bool)
+    whole[2:12, 2:12] = True
+    part = np.zeros_like(whole)
+    part[4:8, 4:8] = True
+    other = np.zeros_like(whole)
+    other[8:18, 8:18] = True
+    out = disjoint_instances([part, whole, other], [0.5, 0.9, 0.8], min_area=4)
+    assert len(out) == 2 and np.array_equal(out[0], whole) and np.array_equal(out[1], other & ~whole)
+    image, _ = scene_image
+    cfg = tiny_pipeline_config.with_overrides(
+        ["scene.method=prompted", "scene.instances=sam", f"visible.sam_checkpoint={sam_checkpoint}"]
+        + ["scene.sam_points_per_side=4", "scene.min_area=0.001", "amodal.method=synthesis"]
+    )
+    result = ScenePipeline.from_config(cfg)(image)  # random SAM weights: any number of objects
+    seen = np.zeros(image.shape[:2], bool)
+    for obj in result.objects:
+        assert not (obj.visible_mask & seen).any() and (obj.amodal_mask >= obj.visible_mask).all()
+        seen |= obj.visible_mask
+    with pytest.raises(ConfigError, match="visible.sam_checkpoint"):
+        ScenePipeline.from_config(tiny_pipeline_config.with_overrides(["scene.method=prompted", "scene.instances=sam"]))

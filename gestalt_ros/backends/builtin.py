@@ -149,4 +149,15 @@ def _sequential_scene(config: GestaltConfig):
 def _prompted_scene(config: GestaltConfig):
     from gestalt_ros.scene.prompted import PromptedScene
 
-    return PromptedScene(scene_layer_model(config), AMODAL_ESTIMATORS.build(config), config)
+    if config.scene.instances == "sam":
+        from gestalt_ros.visible_sam import SamInstances
+
+        if not config.visible.sam_checkpoint:
+            raise ConfigError("scene.instances sam needs visible.sam_checkpoint: a segment-anything checkpoint file")
+        options = config.scene
+        instances = SamInstances(
+            config.visible.sam_checkpoint, options.sam_points_per_side, options.min_area, config.device
+        )
+    else:
+        instances = scene_layer_model(config)
+    return PromptedScene(instances, AMODAL_ESTIMATORS.build(config), config)

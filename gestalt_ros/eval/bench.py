@@ -1,4 +1,4 @@
-"""``gestalt-ros bench``: seconds per object and peak memory of a pipeline, printed.
+"""``gestalt-ros bench``: seconds per object (or per image, in scene mode) and peak memory, printed.
 
 Speed targets are checked here, by numbers a person reads, not by timed unit tests.
 Objects are held-out synthetic scenes' objects (rendered before timing starts), prompted
@@ -9,6 +9,7 @@ data beyond the bundled YCB meshes. ``width`` pads each square render to a camer
 
 from __future__ import annotations
 
+import dataclasses
 import platform
 import resource
 import time
@@ -21,18 +22,34 @@ from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import prompt_from_mask
 
 
-def _objects(n: int, seed: int, image_size: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def _scenes(n: int, seed: int, image_size: int, width: int):
+    """Held-out scenes, each image padded to ``width`` with the visible masks of its objects."""
     from gestalt_ros.data.synthetic import SceneConfig, iter_scenes
     from gestalt_ros.data.ycb import HELDOUT_OBJECTS
 
     pad = ((0, 0), (0, max(width - image_size, 0)))
-    out: list[tuple[np.ndarray, np.ndarray]] = []
-    for scene in iter_scenes(4 * n, seed, objects=HELDOUT_OBJECTS, config=SceneConfig(image_size=image_size)):
+    for scene in iter_scenes(n, seed, objects=HELDOUT_OBJECTS, config=SceneConfig(image_size=image_size)):
         image = np.pad(scene.image, (*pad, (0, 0)), mode="edge")
-        out += [(image, np.pad(o.visible, pad)) for o in scene.objects if o.visible.sum() >= 30]
+        yield image, [np.pad(o.visible, pad) for o in scene.objects if o.visible.sum() >= 30]
+
+
+def _objects(n: int, seed: int, image_size: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for image, visible in _scenes(4 * n, seed, image_size, width):
+        out += [(image, v) for v in visible]
         if len(out) >= n:
             break
     return out[:n]
+
+
+def _machine(config: GestaltConfig) -> dict:
+    return {
+        # ru_maxrss is in KiB on Linux: the process's high-water mark, models and rendering included
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "device": config.device,
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+    }
 
 
 def run_bench(
@@ -66,11 +83,37 @@ def run_bench(
         "prompt": prompt,
         "stages": config.stages(),
         "stage_seconds_mean": {k: round(float(np.mean(v)), 4) for k, v in stages.items()},
-        # ru_maxrss is in KiB on Linux: the process's high-water mark, models and rendering included
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "num_samples": config.completion.num_samples,
         "num_inference_steps": config.completion.num_inference_steps,
-        "device": config.device,
-        "torch_threads": torch.get_num_threads(),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+        **_machine(config),
+    }
+
+
+def run_scene_bench(
+    config: GestaltConfig, images: int = 10, warmup: int = 1, seed: int = 3, image_size: int = 256, width: int = 0
+) -> dict:
+    """Time the scene pipeline on ``images`` held-out scenes after ``warmup`` untimed ones."""
+    from gestalt_ros.scene.pipeline import ScenePipeline
+
+    data = [image for image, _ in _scenes(images + warmup, seed, image_size, width)]
+    pipeline = ScenePipeline.from_config(config)
+    for image in data[:warmup]:
+        pipeline(image)
+    totals, found, stages = [], [], {}
+    for image in data[warmup:]:
+        start = time.perf_counter()
+        result = pipeline(image)
+        totals.append(time.perf_counter() - start)
+        found.append(len(result.objects))
+        for stage, seconds in result.timings.items():
+            stages.setdefault(stage, []).append(seconds)
+    return {
+        "images": len(totals),
+        "seconds_per_image_mean": round(float(np.mean(totals)), 4),
+        "seconds_per_image_median": round(float(np.median(totals)), 4),
+        "objects_per_image_mean": round(float(np.mean(found)), 2),
+        "frame": list(data[0].shape[1::-1]),
+        "scene": {k: v for k, v in dataclasses.asdict(config.scene).items() if k != "weights"},
+        "stage_seconds_mean": {k: round(float(np.mean(v)), 4) for k, v in stages.items()},
+        **_machine(config),
     }

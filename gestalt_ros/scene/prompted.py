@@ -1,7 +1,7 @@
 """``scene.method: prompted``: a scene from the parts the prompt pipeline already has.
 
-The visible instances come from an instance source (the layer model's visible masks); the
-amodal stage (``amodal.method``) completes each as if it had been given as a mask prompt;
+The visible instances come from an instance source (``scene.instances``: the layer model's
+visible masks, or SAM's automatic masks, ``visible_sam.SamInstances``, on a GPU); the amodal stage (``amodal.method``) completes each as if it had been given as a mask prompt;
 then each pair is ordered by whose amodal mask runs under whose visible part
 (``scene/layers.py``), and the layers follow from that order.
 """
@@ -19,13 +19,13 @@ class PromptedScene:
     """Visible instances -> the amodal stage per instance -> pairwise occlusion order."""
 
     def __init__(self, instances, amodal, config: GestaltConfig) -> None:
-        self.instances = instances  # anything with segment(image, seed) -> list[SceneInstance]
+        self.instances = instances  # anything with visible_masks(image, seed) -> list of H x W bool
         self.amodal = amodal  # an AmodalEstimator (backends)
         self.config = config
 
     def segment(self, image: np.ndarray, seed: int = 0) -> list[SceneInstance]:
         cfg = self.config
-        visible = [o.visible_mask for o in self.instances.segment(image, seed)]
+        visible = self.instances.visible_masks(image, seed)
         estimates = [self.amodal.estimate(image, v, cfg.completion, cfg.amodal, seed) for v in visible]
         amodal = [e.amodal_mask | v for e, v in zip(estimates, visible)]
         min_px = max(int(round(cfg.scene.min_area * image.shape[0] * image.shape[1] / 10)), 1)

@@ -124,6 +124,10 @@ class SequentialScene:
         keep = int(np.argmin(np.abs(layers - mean).sum(axis=(1, 2))))
         return LayerSample(layers[keep], prob[keep, 1])
 
+    def visible_masks(self, image: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+        """The objects' visible parts alone: the layer model as an instance source."""
+        return [o.visible_mask for o in self.segment(image, seed)]
+
     def segment(self, image: np.ndarray, seed: int = 0) -> list[SceneInstance]:
         """H x W x 3 uint8 -> its objects, front layer first, at the image's resolution."""
         opts, r = self.options, self.resolution
