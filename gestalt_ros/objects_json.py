@@ -1,8 +1,10 @@
-"""The ``objects`` message: one JSON schema for every mode (prompt mode, and later scene mode).
+"""The ``objects`` message: one JSON schema for every mode (prompt mode and scene mode).
 
 ``{"header": {"stamp": {"sec", "nanosec"}, "frame_id"}, "objects": [entry, ...]}``, where
 the header is the source image's and each entry describes one object, or says why a
-request failed (``error``; the result fields are then null). The schema ships as
+request failed (``error``; the result fields are then null). A prompt's answer has one
+entry; a scene frame's message has one per object found (none: an empty list), each with
+``layer``, ``occluded_by`` and ``amodal_rle`` and ``prompt`` null. The schema ships as
 ``gestalt_ros/schemas/objects.schema.json``; the node, ``gestalt-ros segment`` and the tests
 all build messages here, so they cannot drift apart.
 """
@@ -33,6 +35,8 @@ RESULT_FIELDS = (
     "timings",
 )
 PROMPT_KINDS = ("point", "box", "mask")
+# The fields only a scene entry has (``SceneObjectResult.summary()`` gives the first two).
+SCENE_FIELDS = ("layer", "occluded_by", "amodal_rle")
 
 
 @cache
@@ -73,8 +77,32 @@ def result_entry(object_id: int, result: ObjectResult, prompt: dict[str, Any]) -
     return {"id": object_id, **result.summary(), "prompt": prompt, "error": None}
 
 
-def error_entry(object_id: int, prompt: dict[str, Any], error: str) -> dict[str, Any]:
-    """An entry for a request that produced no result, with the reason."""
+def scene_entry(
+    object_id: int,
+    summary: dict[str, Any],
+    occluded_by: list[int],
+    amodal_rle: dict[str, Any],
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """An entry for one object of a scene; ``summary`` from ``SceneObjectResult.summary()``.
+
+    ``occluded_by``: the ids (as published) of the objects in front of it; ``amodal_rle``:
+    its whole amodal mask as COCO RLE; ``timings``: the frame's stage times, where the
+    summary has none of its own (they are the whole frame's, shared by its objects).
+    """
+    return {
+        "id": object_id,
+        "timings": {stage: round(float(s), 4) for stage, s in timings.items()},
+        **summary,
+        "occluded_by": list(occluded_by),
+        "amodal_rle": amodal_rle,
+        "prompt": None,
+        "error": None,
+    }
+
+
+def error_entry(object_id: int, prompt: dict[str, Any] | None, error: str) -> dict[str, Any]:
+    """An entry for a request that produced no result, with the reason (``prompt`` None: a scene frame)."""
     return {"id": object_id, **dict.fromkeys(RESULT_FIELDS), "prompt": prompt, "error": error}
 
 

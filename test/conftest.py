@@ -70,6 +70,26 @@ def tiny_single_pass_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64 px layer model for scene mode (the real encoder's architecture, seeded random weights).
+
+    With ``tiny_scene_settings`` it finds a few objects (some behind others) in the 48x64
+    ``scene_image``: plumbing to test, not quality.
+    """
+    from gestalt_ros.scene.sequential import LayerModelConfig, LayerNet
+
+    torch.manual_seed(0)
+    directory = tmp_path_factory.mktemp("tiny_scene")
+    LayerNet(LayerModelConfig(resolution=64), pretrained=False).save_pretrained(directory)
+    return directory
+
+
+def tiny_scene_settings(scene_dir: Path) -> list[str]:
+    """Overrides for scene mode with the tiny layer model in ``scene_dir``: one sample of one step."""
+    return [f"scene.weights={scene_dir}", "scene.steps=1", "scene.num_samples=1", "scene.min_area=0.0005"]
+
+
 def tiny_config(model_dir: Path) -> GestaltConfig:
     """The embedded backend with the tiny model in ``model_dir``, 2 samples and 2 DDIM steps."""
     cfg = GestaltConfig()

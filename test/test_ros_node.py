@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import check_objects_message, node_in_own_process
+from conftest import check_objects_message, node_in_own_process, tiny_scene_settings
 
 rclpy = pytest.importorskip("rclpy")
 
@@ -362,20 +362,29 @@ def test_diagnostics_report_latency_and_counts(start, scene_image) -> None:
     assert status["latency_s"]["total"]["p50"] > 0, "status carries the same numbers"
 
 
-def test_lifecycle_transitions_free_the_models(context, tiny_pipeline_config, scene_image) -> None:
+@pytest.mark.parametrize("mode", ["prompt", "both"])
+def test_lifecycle_transitions_free_the_models(context, tiny_pipeline_config, scene_image, mode, request) -> None:
     import gc
     import weakref
 
     image, visible = scene_image
-    flat = {**tiny_pipeline_config.to_flat(), "ros.status_period": 0.1}
+    config = tiny_pipeline_config
+    if mode == "both":  # the scene pipeline too (its frames come only from images sent while active)
+        config = config.with_overrides([*tiny_scene_settings(request.getfixturevalue("tiny_scene_dir")), "mode=both"])
+    flat = {**config.to_flat(), "ros.status_period": 0.1}
     node = GestaltNode(context=context, parameter_overrides=[Parameter(k, value=v) for k, v in flat.items()])
     peer = Peer(context, node)
     try:
-        assert node.pipeline is None, "nothing loads before configure"
+        assert node.pipeline is None and node.scene_pipeline is None, "nothing loads before configure"
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS and node.pipeline is not None
         amodal = node.pipeline.components.amodal  # the default, both: diffusion model + single-pass network
         models = [weakref.ref(amodal.synthesis.completer.model), weakref.ref(amodal.refiner.predictor.model)]
         del amodal
+        if mode == "both":
+            models.append(weakref.ref(node.scene_pipeline.method.model))
+            models.append(weakref.ref(node.scene_pipeline.recognizer))
+        else:
+            assert node.scene_pipeline is None, "prompt mode builds no scene pipeline"
         header = _header(1, 0, "cam")
         peer.connect()
         peer.send_image(image, header)
@@ -395,7 +404,8 @@ def test_lifecycle_transitions_free_the_models(context, tiny_pipeline_config, sc
         assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
         gc.collect()
-        assert node.pipeline is None and all(m() is None for m in models), "cleanup frees the models"
+        assert node.pipeline is None and node.scene_pipeline is None
+        assert all(m() is None for m in models), "cleanup frees the models"
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, "and configure loads them again"
         assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS and node.pipeline is None
     finally:

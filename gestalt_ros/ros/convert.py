@@ -3,7 +3,8 @@
 Pure functions: they never touch a node, so they are tested without DDS. Images follow
 sensor_msgs/Image: ``step`` bytes per row (rows may be padded), ``len(data) == step * height``.
 Only 8-bit encodings are read, so ``is_bigendian`` (byte order inside a multi-byte channel)
-has no effect on them; 16-bit encodings are rejected by name.
+has no effect on them; 16-bit encodings are rejected by name. The one 16-bit image written,
+scene mode's id image (mono16), is little-endian and says so (``is_bigendian`` 0).
 """
 
 from __future__ import annotations
@@ -108,6 +109,22 @@ def mask_to_image(mask: np.ndarray, header: Header) -> Image:
     if mask.ndim != 2:
         raise ValueError(f"expected an H x W mask, got shape {mask.shape}")
     return _image(np.where(mask.astype(bool), np.uint8(255), np.uint8(0)), "mono8", header)
+
+
+def ids_to_image(ids: np.ndarray, header: Header) -> Image:
+    """H x W uint16 ids -> mono16 Image (little-endian, tightly packed), with a copy of ``header``."""
+    if ids.ndim != 2 or ids.dtype != np.uint16:
+        raise ValueError(f"expected H x W uint16 ids, got {ids.shape} {ids.dtype}")
+    height, width = ids.shape
+    return Image(
+        header=copy_header(header),
+        height=height,
+        width=width,
+        encoding="mono16",
+        is_bigendian=0,
+        step=2 * width,
+        data=np.ascontiguousarray(ids, dtype="<u2").tobytes(),
+    )
 
 
 def point_to_prompt(msg: PointStamped) -> PointPrompt:

@@ -4,6 +4,12 @@ Callbacks stay cheap (convert, validate, cache, enqueue); the pipeline runs in o
 thread, so a slow diffusion step never blocks image intake. Every output carries the header
 of the image its prompt referred to, so consumers can synchronize and bag replay works.
 
+``mode`` (read at configure): ``prompt`` answers clicks, boxes and masks; ``scene`` segments
+every ``scene.every_n``-th image with the ``ScenePipeline`` (every object, in occlusion
+order; prompts are answered with a ``scene_mode`` rejection); ``both`` does both, sharing
+the recognizer. The worker takes pending prompts first; one scene frame waits beside them,
+and a newer one replaces it (counted as dropped, ``replaced``).
+
     gestalt_node --ros-args -p completion.num_samples:=2 -r image:=/camera/image_raw
     python -m gestalt_ros.ros.node --ros-args --params-file config/gestalt.yaml
 """
@@ -41,16 +47,21 @@ from std_msgs.msg import Header, String
 
 from gestalt_ros import objects_json
 from gestalt_ros.config import ConfigError, GestaltConfig
-from gestalt_ros.overlay import draw_overlay
+from gestalt_ros.eval.annotations import encode_rle
+from gestalt_ros.overlay import draw_overlay, draw_scene_overlay
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import PromptError, check_prompt
 from gestalt_ros.resources import select_fastdds_profile
 from gestalt_ros.ros import convert, detections, topics
 from gestalt_ros.ros.diagnostics import Counters, diagnostic_array
 from gestalt_ros.ros.qos import image_qos, reliable_qos
+from gestalt_ros.scene.pipeline import ScenePipeline, SceneResult
 from gestalt_ros.types import MaskPrompt, ObjectResult, Prompt
 
 NODE_NAME = "gestalt_node"
+# scene/visible_ids holds each object's id modulo this (mono16); ids that are multiples of
+# it are never given to scene objects, so 0 always means "no object".
+ID_IMAGE_MODULUS = 2**16
 # Parameters that may change while the node runs (the worker reads them once per prompt);
 # all others are read-only, as they would need the models rebuilt: cleanup and configure.
 DYNAMIC = frozenset(
@@ -134,25 +145,38 @@ class _Job:
         return objects_json.describe_prompt(self.prompt, convert.stamp_json(self.prompt_header), self.fell_back)
 
 
+@dataclass
+class _SceneFrame:
+    """One image to segment in scene mode."""
+
+    header: Header
+    rgb: np.ndarray
+    arrived: float  # time.perf_counter() when the image arrived
+
+
 class GestaltNode(LifecycleNode):
     """Amodal segmentation as a managed (lifecycle) node; parameters are ``GestaltConfig().to_flat()``.
 
     configure: read the parameters, load the models on ``device``, create topics; activate:
-    start the worker and serve prompts; deactivate: stop taking prompts (pending ones are
-    answered with an error); cleanup: free the models (and CUDA's cache). ``main`` configures
-    and activates the node itself, so ``ros2 run`` needs no lifecycle manager.
+    start the worker and serve prompts (and scene frames); deactivate: stop taking prompts
+    (pending ones are answered with an error; a waiting scene frame is dropped); cleanup: free
+    the models (and CUDA's cache). ``main`` configures and activates the node itself, so
+    ``ros2 run`` needs no lifecycle manager.
     """
 
     def __init__(self, **node_kwargs) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.config = self._declare_parameters()
-        self.pipeline: GestaltPipeline | None = None
+        self.pipeline: GestaltPipeline | None = None  # mode prompt or both
+        self.scene_pipeline: ScenePipeline | None = None  # mode scene or both
         self.counters = Counters()
         self._ids = itertools.count()  # objects entry ids; next() is atomic under the GIL
         self._cache: collections.OrderedDict[tuple[int, int], tuple[Header, np.ndarray]] = collections.OrderedDict()
         self._cache_lock = threading.Lock()
         self._jobs: collections.deque[_Job] = collections.deque()
         self._jobs_cv = threading.Condition()
+        self._scene_next: _SceneFrame | None = None  # the scene frame waiting for the worker (under _jobs_cv)
+        self._scene_seen = 0  # valid images since activation, for scene.every_n (image callback only)
         self._frame_set: np.ndarray | None = None  # the frame the pipeline's set_image last saw (worker only)
         self._worker: threading.Thread | None = None
         self._stopping = False
@@ -183,9 +207,22 @@ class GestaltNode(LifecycleNode):
         except ConfigError as err:
             return SetParametersResult(successful=False, reason=str(err))
         self.config = config
-        if self.pipeline is not None:  # the worker reads the config once per prompt
-            self.pipeline.config = dataclasses.replace(config, device=self.pipeline.config.device)
+        for pipeline in (self.pipeline, self.scene_pipeline):  # the worker reads the config once per prompt
+            if pipeline is not None:
+                pipeline.config = dataclasses.replace(config, device=pipeline.config.device)
         return SetParametersResult(successful=True)
+
+    @property
+    def scene_mode(self) -> bool:
+        """Whether scene frames are segmented (``mode`` scene or both)."""
+        return self.config.mode != "prompt"
+
+    def _device(self) -> str:
+        """The device the models run on (after a CPU fallback), else the configured one."""
+        for pipeline in (self.pipeline, self.scene_pipeline):
+            if pipeline is not None:
+                return pipeline.config.device
+        return self.config.device
 
     # ----- lifecycle -----
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -222,6 +259,10 @@ class GestaltNode(LifecycleNode):
             self.create_subscription(Image, topics.PROMPT_MASK, self._on_mask, reliable_qos()),
             self.create_timer(ros.status_period, self._publish_status),
         ]
+        if self.scene_mode:
+            self._pub_visible_ids = self.create_lifecycle_publisher(Image, topics.SCENE_VISIBLE_IDS, out)
+            self._pub_scene_overlay = self.create_lifecycle_publisher(Image, topics.SCENE_OVERLAY, out)
+            self._entities += [self._pub_visible_ids, self._pub_scene_overlay]
         self._vision_msgs, self._detections_state = detections.load()
         if self._vision_msgs is None:
             self.get_logger().info(
@@ -232,16 +273,23 @@ class GestaltNode(LifecycleNode):
                 self._vision_msgs.Detection2DArray, topics.DETECTIONS, out
             )
             self._entities.append(self._pub_detections)
-        device = self.pipeline.config.device
+        scene = self.config.scene
+        what = {
+            "prompt": f"stages {self.config.stages()}",
+            "scene": f"scene.method {scene.method} every {scene.every_n} image(s)",
+            "both": f"stages {self.config.stages()} and scene.method {scene.method} every {scene.every_n} image(s)",
+        }[self.config.mode]
         self.get_logger().info(
-            f"configured: stages {self.config.stages()} on {device}, image QoS {ros.image_reliability}/depth "
-            f"{ros.image_depth}, listening on {self.resolve_topic_name(topics.IMAGE)}"
+            f"configured: mode {self.config.mode}, {what} on {self._device()}, image QoS "
+            f"{ros.image_reliability}/depth {ros.image_depth}, listening on {self.resolve_topic_name(topics.IMAGE)}"
         )
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._scene_seen = 0  # the first image after activation is a scene frame
         self._active = True
-        self.get_logger().info("active: serving prompts")
+        serving = {"prompt": "prompts", "scene": "scene frames", "both": "prompts and scene frames"}
+        self.get_logger().info(f"active: serving {serving[self.config.mode]}")
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -249,8 +297,11 @@ class GestaltNode(LifecycleNode):
         with self._jobs_cv:
             pending = list(self._jobs)
             self._jobs.clear()
+            waiting, self._scene_next = self._scene_next, None
         for job in pending:
             self._publish_error(job.describe(), "dropped: the node was deactivated", job.image_header)
+        if waiting is not None:
+            self.counters.scene("dropped", "deactivated")
         self.get_logger().info("inactive: prompts are refused until the node is activated again")
         return super().on_deactivate(state)
 
@@ -277,8 +328,10 @@ class GestaltNode(LifecycleNode):
         self._entities = []
         with self._cache_lock:
             self._cache.clear()
-        cuda = self.pipeline is not None and self.pipeline.config.device.startswith("cuda")
+        loaded = self.pipeline is not None or self.scene_pipeline is not None
+        cuda = loaded and self._device().startswith("cuda")
         self.pipeline = None
+        self.scene_pipeline = None
         self._frame_set = None
         gc.collect()
         if cuda:
@@ -288,6 +341,7 @@ class GestaltNode(LifecycleNode):
 
     # ----- callbacks: cheap, never run the pipeline -----
     def _on_image(self, msg: Image) -> None:
+        arrived = time.perf_counter()
         self.counters.image("received")
         try:
             size = len(msg.data)
@@ -304,12 +358,28 @@ class GestaltNode(LifecycleNode):
                 f"rejected image (frame_id {msg.header.frame_id!r}): {err}", throttle_duration_sec=1.0
             )
         else:
+            header = convert.copy_header(msg.header)
             with self._cache_lock:
                 key = convert.stamp_key(msg.header)
-                self._cache[key] = (convert.copy_header(msg.header), rgb)
+                self._cache[key] = (header, rgb)
                 self._cache.move_to_end(key)
                 while len(self._cache) > self.config.ros.image_cache_size:
                     self._cache.popitem(last=False)
+            if self.scene_mode and self._active:
+                self._offer_scene(_SceneFrame(header, rgb, arrived))
+
+    def _offer_scene(self, frame: _SceneFrame) -> None:
+        """Every ``scene.every_n``-th frame to the worker; a newer one replaces a waiting one."""
+        self.counters.scene("received")
+        self._scene_seen += 1
+        if (self._scene_seen - 1) % self.config.scene.every_n:
+            self.counters.scene("skipped")
+            return
+        with self._jobs_cv:
+            replaced, self._scene_next = self._scene_next, frame
+            self._jobs_cv.notify()
+        if replaced is not None:
+            self.counters.scene("dropped", "replaced")
 
     def _on_point(self, msg: PointStamped) -> None:
         self._on_prompt("point", msg.header, lambda: convert.point_to_prompt(msg))
@@ -334,6 +404,10 @@ class GestaltNode(LifecycleNode):
         if not self._active:
             self.counters.prompt("rejected", "inactive")
             self.get_logger().warning(f"{kind} prompt refused: the node is not active", throttle_duration_sec=1.0)
+            return
+        if self.config.mode == "scene":
+            text = "the node runs in mode scene, which answers no prompts (mode prompt or both does)"
+            self._reject(kind, stamp, "scene_mode", text, request, reply_header)
             return
         try:
             prompt = make_prompt()
@@ -397,18 +471,30 @@ class GestaltNode(LifecycleNode):
 
         torch.set_num_threads(torch.get_num_threads())
         try:
-            self.pipeline = GestaltPipeline.from_config(self.config)
+            if self.config.mode != "scene":
+                self.pipeline = GestaltPipeline.from_config(self.config)
+            if self.scene_mode:
+                recognizer = self.pipeline.components.recognizer if self.pipeline is not None else None
+                self.scene_pipeline = ScenePipeline.from_config(self.config, recognizer=recognizer)
         except Exception as err:  # noqa: BLE001 - any failure to load is a failed configure, with its reason
+            self.pipeline = self.scene_pipeline = None
             failure.append(err)
             return
         finally:
             ready.set()
         while True:
             with self._jobs_cv:
-                self._jobs_cv.wait_for(lambda: self._jobs or self._stopping)
+                self._jobs_cv.wait_for(lambda: self._jobs or self._scene_next is not None or self._stopping)
                 if self._stopping:
                     return
-                job = self._jobs.popleft()
+                if not self._jobs:  # prompts first: a click waits for one scene frame at most
+                    frame, self._scene_next = self._scene_next, None
+                    job = None
+                else:
+                    job = self._jobs.popleft()
+            if job is None:
+                self._segment_scene(frame)
+                continue
             try:
                 result = self._predict(job)
                 published = time.perf_counter()
@@ -425,6 +511,53 @@ class GestaltNode(LifecycleNode):
                 text = f"{type(err).__name__}: {err}"
                 self._log_error(f"{job.kind} prompt failed: {text}")
                 self._publish_error(job.describe(), f"failed: {text}", job.image_header)
+
+    def _segment_scene(self, frame: _SceneFrame) -> None:
+        """The scene pipeline on one frame, and its outputs; a failure is counted and answered."""
+        try:
+            result = self.scene_pipeline(frame.rgb)
+            published = time.perf_counter()
+            self._publish_scene(frame, result)
+            now = time.perf_counter()
+            self.counters.scene_latency({**result.timings, "publish": now - published, "total": now - frame.arrived})
+            self.counters.scene("processed")
+            self.counters.scene("objects", n=len(result.objects))
+        except Exception as err:  # noqa: BLE001 - the worker must outlive any single failure
+            self.counters.scene("failed")
+            text = f"{type(err).__name__}: {err}"
+            self._log_error(f"scene frame stamped {convert.stamp_key(frame.header)} failed: {text}")
+            self._publish_objects(frame.header, [objects_json.error_entry(next(self._ids), None, f"failed: {text}")])
+
+    def _scene_id(self) -> int:
+        """The next id from the node's counter that ``scene/visible_ids`` can hold (never 0 modulo 2**16)."""
+        while (object_id := next(self._ids)) % ID_IMAGE_MODULUS == 0:
+            pass
+        return object_id
+
+    def _publish_scene(self, frame: _SceneFrame, result: SceneResult) -> None:
+        """``objects`` (one entry per object, maybe none), ``scene/visible_ids`` and ``scene/overlay``,
+        each with the frame's header; the pipeline's 1-based ids become the node's unique ids."""
+        header = frame.header
+        ids = {obj.id: self._scene_id() for obj in result.objects}
+        if self._pub_visible_ids.get_subscription_count():
+            table = np.zeros(max(ids, default=0) + 1, np.uint16)
+            for scene_id, object_id in ids.items():
+                table[scene_id] = object_id % ID_IMAGE_MODULUS
+            self._pub_visible_ids.publish(convert.ids_to_image(table[result.visible_ids()], header))
+        if self.config.ros.publish_overlay and self._pub_scene_overlay.get_subscription_count():
+            relabelled = [dataclasses.replace(obj, id=ids[obj.id]) for obj in result.objects]
+            self._pub_scene_overlay.publish(convert.rgb_to_image(draw_scene_overlay(frame.rgb, relabelled), header))
+        entries = [
+            objects_json.scene_entry(
+                ids[obj.id],
+                obj.summary(),
+                [ids[i] for i in obj.occluded_by],
+                encode_rle(obj.amodal_mask),
+                result.timings,
+            )
+            for obj in result.objects
+        ]
+        self._publish_objects(header, entries)
 
     def _predict(self, job: _Job) -> ObjectResult:
         """The pipeline on the job's frame; a frame is set (embedded) once for all its prompts."""
@@ -449,30 +582,32 @@ class GestaltNode(LifecycleNode):
             if publisher.get_subscription_count():
                 publisher.publish(make())
         entry_id = next(self._ids)
-        self._publish_objects(header, objects_json.result_entry(entry_id, result, job.describe()))
+        self._publish_objects(header, [objects_json.result_entry(entry_id, result, job.describe())])
         if self._pub_detections is not None:
             self._pub_detections.publish(detections.detection_array(self._vision_msgs, result, header, entry_id))
         if self.config.ros.publish_overlay and self._pub_overlay.get_subscription_count():
             self._pub_overlay.publish(convert.rgb_to_image(draw_overlay(job.rgb, result), header))
 
     def _publish_error(self, prompt: dict, error: str, header: Header) -> None:
-        self._publish_objects(header, objects_json.error_entry(next(self._ids), prompt, error))
+        self._publish_objects(header, [objects_json.error_entry(next(self._ids), prompt, error)])
 
-    def _publish_objects(self, header: Header, entry: dict) -> None:
+    def _publish_objects(self, header: Header, entries: list[dict]) -> None:
         head = objects_json.header(header.stamp.sec, header.stamp.nanosec, header.frame_id)
         if self.context.ok():
-            self._pub_objects.publish(String(data=json.dumps(objects_json.message(head, [entry]))))
+            self._pub_objects.publish(String(data=json.dumps(objects_json.message(head, entries))))
 
     def _publish_status(self) -> None:
         """``status`` JSON and ``/diagnostics``, once per ``ros.status_period``."""
         if not self.context.ok():
             return
-        status = self.counters.snapshot()
+        status = {"mode": self.config.mode, **self.counters.snapshot(scene=self.scene_mode)}
         with self._jobs_cv:
             status["prompts"]["pending"] = len(self._jobs)
+            if self.scene_mode:
+                status["scene"]["pending"] = int(self._scene_next is not None)
         self._pub_status.publish(String(data=json.dumps(status)))
         header = Header(stamp=self.get_clock().now().to_msg())
-        device = self.pipeline.config.device if self.pipeline is not None else self.config.device
+        device = self._device()
         self._pub_diagnostics.publish(
             diagnostic_array(
                 f"{self.get_fully_qualified_name()}: amodal pipeline",  # one per namespace on /diagnostics
@@ -490,10 +625,11 @@ class GestaltNode(LifecycleNode):
 
     # ----- shutdown -----
     def stop_worker(self) -> None:
-        """Stop the worker after its current prompt; pending prompts are discarded."""
+        """Stop the worker after its current prompt or frame; pending prompts and frames are discarded."""
         with self._jobs_cv:
             self._stopping = True
             self._jobs.clear()
+            self._scene_next = None
             self._jobs_cv.notify_all()
         if self._worker is not None:
             self._worker.join()
@@ -547,7 +683,8 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (OSError, ValueError) as err:
-        if node is not None and node.pipeline is not None:  # raised while serving: not a start-up problem
+        serving = node is not None and (node.pipeline is not None or node.scene_pipeline is not None)
+        if serving:  # raised while serving: not a start-up problem
             raise
         rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {err}")  # bad parameters
         return 1
