@@ -212,7 +212,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
     from gestalt_ros.replay import replay
 
     summary = replay(
-        args.bag, args.out, namespace=args.namespace, rate=args.rate, clock=args.clock, timeout=args.timeout
+        args.bag,
+        args.out,
+        namespace=args.namespace,
+        rate=args.rate,
+        clock=args.clock,
+        timeout=args.timeout,
+        scene=args.scene,
     )
     print(summary.line())
     return 1 if summary.unanswered else 0
@@ -325,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default="/", help="the node's namespace; the bag's topics must be under it")
     p.add_argument("--clock", action="store_true", help="publish /clock from the bag's time (use_sim_time)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node, and for answers")
+    p.add_argument(
+        "--scene", action="store_true", help="the node runs scene mode (scene.every_n 1): wait for each image's answer"
+    )
     p.set_defaults(func=_cmd_replay)
 
     sub.add_parser("node", help="run the ROS 2 node; arguments after it go to ROS (--ros-args ...)", add_help=False)

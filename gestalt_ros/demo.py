@@ -6,6 +6,10 @@
    ``/camera``, and record every output to a second MCAP bag (``output_bag``).
 3. Read the output bag back and write one PNG per prompt (input | visible | amodal |
    completion | label) and the node's own overlay, for a person to look at.
+
+The node runs in ``mode: both``: it also segments every image without a prompt (scene
+mode), and ``scene_NN.png`` shows each scene's objects coloured by occlusion layer, drawn
+from the published ``objects`` (``amodal_rle``, ``layer``) and ``scene/visible_ids``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -39,6 +44,7 @@ DEMO_OUTPUTS = (
     topics.OBJECTS,
     topics.OVERLAY,
     topics.STATUS,
+    topics.SCENE_VISIBLE_IDS,
 )
 
 
@@ -120,6 +126,7 @@ def replay_through_node(input_bag: Path, output_bag: Path, config: GestaltConfig
     from gestalt_ros.ros.node import GestaltNode
 
     logger.info(select_fastdds_profile())
+    config = config.with_overrides(["mode=both", "scene.every_n=1"])
     context = rclpy.Context()
     rclpy.init(context=context)
     overrides = [Parameter(k, value=v) for k, v in config.to_flat().items()]
@@ -137,11 +144,12 @@ def replay_through_node(input_bag: Path, output_bag: Path, config: GestaltConfig
             outputs=DEMO_OUTPUTS,
             context=context,
             nodes=[node],
+            scene=True,
         )
     finally:
         node.destroy_node()
         rclpy.try_shutdown(context=context)
-    return {"outputs": summary.recorded, "node_status": summary.node_status}
+    return {"outputs": summary.recorded, "node_status": summary.node_status, "scenes_answered": summary.scenes}
 
 
 def write_pngs(input_bag: Path, output_bag: Path, out_dir: Path) -> list[Path]:
@@ -157,8 +165,9 @@ def write_pngs(input_bag: Path, output_bag: Path, out_dir: Path) -> list[Path]:
     from sensor_msgs.msg import Image
     from std_msgs.msg import String
 
-    from gestalt_ros.overlay import contact_row
-    from gestalt_ros.ros.convert import image_to_mask, image_to_rgb, stamp_key
+    from gestalt_ros.eval.annotations import decode_rle
+    from gestalt_ros.overlay import contact_row, draw_scene_overlay
+    from gestalt_ros.ros.convert import image_to_ids, image_to_mask, image_to_rgb, stamp_key
 
     frames: dict[tuple[int, int], np.ndarray] = {}
     with Reader(input_bag) as reader:
@@ -170,15 +179,23 @@ def write_pngs(input_bag: Path, output_bag: Path, out_dir: Path) -> list[Path]:
     # per image stamp, per topic: the messages in arrival order
     outputs: dict[tuple[int, int], dict[str, list]] = collections.defaultdict(lambda: collections.defaultdict(list))
     answers: list[tuple[tuple[int, int], dict]] = []
+    scenes: list[tuple[tuple[int, int], list[dict]]] = []
     with Reader(output_bag) as reader:
         for conn, _, raw in reader.messages():
             topic = conn.topic.removeprefix(f"{NAMESPACE}/")
             if topic == topics.OBJECTS:
                 message = json.loads(deserialize_message(raw, String).data)
                 stamp = message["header"]["stamp"]
+                key = (stamp["sec"], stamp["nanosec"])
+                if all(entry["prompt"] is None for entry in message["objects"]):
+                    scenes.append((key, [e for e in message["objects"] if e["error"] is None]))
+                    continue
                 for entry in message["objects"]:
                     if entry["error"] is None:
-                        answers.append(((stamp["sec"], stamp["nanosec"]), entry))
+                        answers.append((key, entry))
+            elif topic == topics.SCENE_VISIBLE_IDS:
+                msg = deserialize_message(raw, Image)
+                outputs[stamp_key(msg.header)][topic].append(msg)
             elif topic in wanted:
                 msg = deserialize_message(raw, Image)
                 outputs[stamp_key(msg.header)][topic].append(msg)
@@ -196,6 +213,21 @@ def write_pngs(input_bag: Path, output_bag: Path, out_dir: Path) -> list[Path]:
         if len(frame_outputs[topics.OVERLAY]) > index:
             overlay = image_to_rgb(frame_outputs[topics.OVERLAY][index])
             cv2.imwrite(str(out_dir / f"overlay_{k:02d}.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        written.append(path)
+    for k, (stamp, entries) in enumerate(scenes):
+        ids = image_to_ids(outputs[stamp][topics.SCENE_VISIBLE_IDS][0])
+        objects = [
+            SimpleNamespace(
+                id=e["id"],
+                label=e["label"],
+                layer=e["layer"],
+                visible_mask=ids == e["id"] % 65536,
+                amodal_mask=decode_rle(e["amodal_rle"]),
+            )
+            for e in entries
+        ]
+        path = out_dir / f"scene_{k:02d}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(draw_scene_overlay(frames[stamp], objects), cv2.COLOR_RGB2BGR))
         written.append(path)
     return written
 
@@ -223,7 +255,7 @@ def run_demo(out_dir: Path, config: GestaltConfig, scenes: int = 4, seed: int = 
         "seconds": round(time.perf_counter() - t0, 1),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if len(pngs) != len(manifest):
+    if len([p for p in pngs if p.name.startswith("prompt_")]) != len(manifest):
         raise RuntimeError(
             f"{len(manifest)} prompts sent but {len(pngs)} results recorded; see {out_dir / 'summary.json'}"
         )

@@ -5,7 +5,8 @@ under the node's namespace) are published at the bag's receive times scaled by `
 (0: as fast as the node answers, each prompt waiting for its answer), with ``/clock`` from
 the bag's time if asked, for a node on ``use_sim_time``. Every output of the node is
 recorded to an MCAP bag, and each prompt sent is matched to its ``objects`` answer by kind
-and stamp. ``gestalt-ros demo`` replays its bag with this same code, through a node in the
+and stamp; with ``scene``, each image is matched to its scene-mode answer (an ``objects``
+message with the image's stamp whose entries answer no prompt). ``gestalt-ros demo`` replays its bag with this same code, through a node in the
 demo's own process.
 
 rclpy is imported where it is used: the CLI imports ``ReplayError`` without a ROS install.
@@ -57,9 +58,11 @@ OUTPUTS = {
     topics.STATUS: "std_msgs/msg/String",
     topics.DIAGNOSTICS: "diagnostic_msgs/msg/DiagnosticArray",
     topics.DETECTIONS: "vision_msgs/msg/Detection2DArray",
+    topics.SCENE_VISIBLE_IDS: "sensor_msgs/msg/Image",
+    topics.SCENE_OVERLAY: "sensor_msgs/msg/Image",
 }
-# Outputs the node publishes only where it has vision_msgs: the replay does not wait for them.
-OPTIONAL_OUTPUTS = frozenset({topics.DETECTIONS})
+# Outputs the node publishes only where it has vision_msgs, or in scene mode: not waited for.
+OPTIONAL_OUTPUTS = frozenset({topics.DETECTIONS, topics.SCENE_VISIBLE_IDS, topics.SCENE_OVERLAY})
 CLOCK_PERIOD = 0.025  # seconds between /clock messages while waiting for the next message (ros2 bag play's 40 Hz)
 IMAGE_SETTLE = 0.05  # rate 0: seconds after an image, so that it is in the node's cache before its prompts arrive
 FINAL_STATUS_WAIT = 1.5  # seconds to wait, after the last answer, for a status message that counts it
@@ -78,6 +81,8 @@ class ReplaySummary:
     timeout: float
     sent: dict[str, int] = field(default_factory=dict)  # bag topic -> messages published
     answers: int = 0  # objects entries answering a prompt sent
+    scene: bool = False  # images were matched to scene-mode answers too
+    scenes: int = 0  # scene-mode answers to images sent (with ``scene``)
     errors: int = 0  # of those, entries whose ``error`` says why there is no result
     unanswered: int = 0  # prompts sent that had no answer within the timeout
     recorded: dict[str, int] = field(default_factory=dict)  # output topic (as in topics.py) -> messages
@@ -87,8 +92,13 @@ class ReplaySummary:
 
     def line(self) -> str:
         sent = ", ".join(f"{topic} {n}" for topic, n in self.sent.items())
+        waited = (
+            f"{self.scenes} scenes answered, {self.unanswered} prompts or scenes"
+            if self.scene
+            else f"{self.unanswered} prompts"
+        )
         return (
-            f"sent {sent}; {self.answers} objects answers ({self.errors} with an error), {self.unanswered} prompts "
+            f"sent {sent}; {self.answers} objects answers ({self.errors} with an error), {waited} "
             f"unanswered within {self.timeout:g} s; {self.bag_seconds:.2f} s of bag in {self.send_seconds:.2f} s; "
             f"outputs in {self.output_bag}"
         )
@@ -186,6 +196,7 @@ def replay(
     outputs: Iterable[str] = tuple(OUTPUTS),
     context: Context | None = None,
     nodes: Iterable[Node] = (),
+    scene: bool = False,
 ) -> ReplaySummary:
     """Publish ``bag``'s node inputs to a running gestalt_node and record its ``outputs`` to ``out`` (MCAP).
 
@@ -193,6 +204,8 @@ def replay(
     (rate > 0) for the last ones. ``objects`` is always recorded: answers are matched on it.
     ``context``, ``nodes``: an initialised rclpy context and nodes of this process to spin
     with the player (the demo's node); by default a context of its own, shut down after.
+    ``scene``: the node is in scene mode (``mode`` scene or both, ``scene.every_n`` 1), so
+    every image is answered too, and waited for like a prompt.
     """
     import rclpy
 
@@ -211,7 +224,7 @@ def replay(
         context = rclpy.Context()
         rclpy.init(context=context)
     try:
-        player = _Player(context, namespace, inputs, clock)
+        player = _Player(context, namespace, inputs, clock, scene)
         try:
             return player.run(
                 bag, out, rate, timeout, [n for n in OUTPUTS if n in outputs or n == topics.OBJECTS], nodes
@@ -234,13 +247,13 @@ def _wait_for(done: Callable[[], bool], deadline: float, failure: str) -> None:
 class _Player:
     """The replay's node: publishes the bag's inputs (and /clock), records the outputs, matches answers to prompts."""
 
-    def __init__(self, context: Context, namespace: str, inputs: dict[str, str], clock: bool) -> None:
+    def __init__(self, context: Context, namespace: str, inputs: dict[str, str], clock: bool, scene: bool) -> None:
         import rclpy
         from rosgraph_msgs.msg import Clock
 
         from gestalt_ros.ros.qos import reliable_qos
 
-        self.namespace, self.inputs = namespace, inputs
+        self.namespace, self.inputs, self.scene = namespace, inputs, scene
         self.node = rclpy.create_node("gestalt_replay", context=context)
         self._publishers = {
             topic: self.node.create_publisher(message_class(INPUTS[name]), topic, reliable_qos())
@@ -264,7 +277,9 @@ class _Player:
             executor.add_node(node)
         spin = threading.Thread(target=executor.spin, daemon=True)
         spin.start()
-        self.summary = summary = ReplaySummary(output_bag=out, timeout=timeout, sent=dict.fromkeys(self.inputs, 0))
+        self.summary = summary = ReplaySummary(
+            output_bag=out, timeout=timeout, sent=dict.fromkeys(self.inputs, 0), scene=self.scene
+        )
         try:
             deadline = time.monotonic() + timeout
             _wait_for(
@@ -335,10 +350,20 @@ class _Player:
         return subscriptions
 
     def _answered(self, message: dict) -> None:
-        """Count the entries that answer a prompt sent (kind and stamp); answers to other clients are ignored."""
+        """Count the entries that answer a prompt sent (kind and stamp), or the scene answer to an
+        image sent (no entry answers a prompt); answers to other clients are ignored."""
         with self._cv:
+            if all(entry["prompt"] is None for entry in message["objects"]):
+                stamp = message["header"]["stamp"]
+                key = ("scene", stamp["sec"], stamp["nanosec"])
+                if self._pending[key] > 0:
+                    self._pending[key] -= 1
+                    self.summary.scenes += 1
+                    self._last_answer = time.monotonic()
             for entry in message["objects"]:
                 prompt = entry["prompt"]
+                if prompt is None:
+                    continue
                 key = (prompt["kind"], prompt["stamp"]["sec"], prompt["stamp"]["nanosec"])
                 if self._pending[key] > 0:
                     self._pending[key] -= 1
@@ -384,9 +409,9 @@ class _Player:
             self._publish_clock(stamp_ns)
         name = self.inputs[topic]
         key = None
-        if name in PROMPT_KINDS:
+        if name in PROMPT_KINDS or (self.scene and name == topics.IMAGE):
             stamp = deserialize_message(raw, message_class(INPUTS[name])).header.stamp
-            key = (PROMPT_KINDS[name], stamp.sec, stamp.nanosec)
+            key = (PROMPT_KINDS.get(name, "scene"), stamp.sec, stamp.nanosec)
             with self._cv:
                 self._pending[key] += 1  # before publishing: the answer may come back at once
         self._publishers[topic].publish(raw)

@@ -27,11 +27,18 @@ def test_demo_writes_bags_and_pngs(tmp_path, tiny_model_dir, overlay):
             for conn, _, raw in reader.messages()
             if conn.topic == "/camera/objects"
         ]
-    for name in ("visible_mask", "amodal_mask", "completion", "objects"):
+    for name in ("visible_mask", "amodal_mask", "completion"):
         assert topics[f"/camera/{name}"] == 6, name
     assert topics.get("/camera/overlay", 0) == (6 if overlay else 0)
+    # The node runs both modes: six prompt answers and one scene answer per image.
+    assert topics["/camera/objects"] == 8 and topics["/camera/scene/visible_ids"] == 2
+    assert summary["scenes_answered"] == 2
     entries = [e for m in messages for e in check_objects_message(m)]
-    assert [e["prompt"]["kind"] for e in entries] == [p["kind"] for p in summary["prompts"]]
+    prompted = [e for e in entries if e["prompt"] is not None]
+    assert [e["prompt"]["kind"] for e in prompted] == [p["kind"] for p in summary["prompts"]]
+    assert all("layer" in e and "amodal_rle" in e for e in entries if e["prompt"] is None)
+    scene_pngs = sorted(out.glob("scene_*.png"))
+    assert len(scene_pngs) == 2 and all(p.stat().st_size > 1000 for p in scene_pngs)
     pngs = sorted(out.glob("prompt_*.png"))
     assert [p.name.split("_")[-1] for p in pngs] == ["point.png", "box.png", "mask.png"] * 2
     assert all(p.stat().st_size > 1000 for p in pngs)

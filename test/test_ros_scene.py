@@ -26,6 +26,7 @@ from test_ros_node import Peer, _header, _node_in_own_process, _same_source, _va
 
 from gestalt_ros.config import GestaltConfig
 from gestalt_ros.ros import topics
+from gestalt_ros.ros.convert import image_to_ids
 from gestalt_ros.ros.node import ID_IMAGE_MODULUS, GestaltNode
 from gestalt_ros.scene.pipeline import SceneObjectResult, SceneResult
 from gestalt_ros.types import SceneInstance, mask_bbox
@@ -94,7 +95,9 @@ def _stamped(messages: list[dict], sec: int) -> list[dict]:
 
 def _ids_image(msg: Image) -> np.ndarray:
     assert (msg.encoding, msg.is_bigendian, msg.step) == ("mono16", 0, 2 * msg.width)
-    return np.frombuffer(bytes(msg.data), "<u2").reshape(msg.height, msg.width)
+    ids = np.frombuffer(bytes(msg.data), "<u2").reshape(msg.height, msg.width)
+    assert np.array_equal(image_to_ids(msg), ids)
+    return ids
 
 
 def _decode(rle: dict) -> np.ndarray:

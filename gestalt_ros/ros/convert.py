@@ -127,6 +127,14 @@ def ids_to_image(ids: np.ndarray, header: Header) -> Image:
     )
 
 
+def image_to_ids(msg: Image) -> np.ndarray:
+    """mono16 Image (``scene/visible_ids``) -> H x W uint16, either byte order."""
+    if msg.encoding != "mono16":
+        raise ImageError(f"expected a mono16 id image, got {msg.encoding!r}", "bad_encoding")
+    pixels = _pixels(msg, 2).reshape(msg.height, msg.width * 2)
+    return pixels.view(">u2" if msg.is_bigendian else "<u2").astype(np.uint16)
+
+
 def point_to_prompt(msg: PointStamped) -> PointPrompt:
     """A click in pixels (as rqt_image_view publishes it): x = column, y = row; z is ignored."""
     return PointPrompt(x=float(msg.point.x), y=float(msg.point.y))

@@ -71,6 +71,8 @@ def noise_scheduler(config: LayerModelConfig):
         prediction_type="sample",
         clip_sample=True,
         set_alpha_to_one=True,
+        # Sampling starts at the last training step (pure noise), whatever the step count.
+        timestep_spacing="trailing",
     )
 
 

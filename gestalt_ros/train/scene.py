@@ -50,6 +50,9 @@ class SceneTrainConfig(SinglePassTrainConfig):
     batch_size: int = 16
     # A single-pass model directory whose weights start the network ("": ImageNet encoder only).
     init_weights: str = ""
+    # This fraction of examples is noised to the last step (pure noise), where sampling
+    # starts and the image alone must say where the layer is.
+    pure_noise_fraction: float = 0.0
     model: LayerModelConfig = field(default_factory=LayerModelConfig)
 
     def example_config(self) -> LayerExampleConfig:
@@ -126,6 +129,7 @@ def train_scene(cfg: SceneTrainConfig, out_dir: Path, cache_dir: Path | None = N
         image, before, target = (t.to(device) for t in batch)
         clean = target[:, 0].float() * 2 - 1
         t = torch.randint(0, timesteps, (len(clean),), device=device)
+        t = torch.where(torch.rand(len(clean), device=device) < cfg.pure_noise_fraction, timesteps - 1, t)
         noisy = scheduler.add_noise(clean, torch.randn_like(clean), t)
         logits, iou = model(image, condition(before, noisy, t, timesteps))
         parts = mask_losses(logits, iou, target, torch.ones(len(clean), dtype=torch.bool, device=device))
