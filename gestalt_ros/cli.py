@@ -188,8 +188,14 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_segment(args: argparse.Namespace) -> int:
-    from gestalt_ros.segment import make_prompt, segment
+    from gestalt_ros.segment import make_prompt, segment, segment_scene
 
+    if args.scene:
+        message = segment_scene(args.image, args.out, pipeline_config(args))
+        for e in message["objects"]:
+            print(f"{e['id']}: {e['label']} ({e['score']:.2f}), layer {e['layer']}, behind {e['occluded_by'] or '-'}")
+        print(f"{len(message['objects'])} objects; wrote {args.out}/")
+        return 0
     prompt = make_prompt(args.point, args.box, args.mask)
     message = segment(args.image, prompt, args.out, pipeline_config(args))
     entry = message["objects"][0]
@@ -313,6 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument(
         "--mask", type=Path, metavar="MASK.png", help="the visible part: white on black, the photo's size"
     )
+    which.add_argument("--scene", action="store_true", help="no prompt: every object, in occlusion order (scene.*)")
     p.add_argument("--out", type=Path, required=True, help="folder for the outputs")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_segment)

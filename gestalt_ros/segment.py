@@ -2,7 +2,9 @@
 
 Writes the visible mask, the amodal mask (both 0/255 PNGs at the photo's size), the
 completion placed in the frame and as the model's crop, the overlay, and ``result.json``
-(the ``objects`` message schema, as the node publishes it).
+(the ``objects`` message schema, as the node publishes it). With ``--scene``, every object
+of the photo instead: ``visible_ids.png`` (16-bit, the id seen at each pixel),
+``amodal_NN.png`` per object, ``scene_overlay.png`` (layers coloured) and ``result.json``.
 """
 
 from __future__ import annotations
@@ -92,5 +94,31 @@ def segment(image_path: Path, prompt: Prompt, out_dir: Path, config: GestaltConf
     save_rgb("overlay.png", draw_overlay(image, result))
     entry = objects_json.result_entry(0, result, objects_json.describe_prompt(prompt))
     message = objects_json.message(objects_json.header(0, 0, ""), [entry])
+    (out_dir / "result.json").write_text(json.dumps(message, indent=2) + "\n")
+    return message
+
+
+SCENE_FILES = ("visible_ids.png", "scene_overlay.png", "result.json")
+
+
+def segment_scene(image_path: Path, out_dir: Path, config: GestaltConfig) -> dict:
+    """Run the scene pipeline once and write ``SCENE_FILES`` plus ``amodal_NN.png`` per object."""
+    from gestalt_ros.eval.annotations import encode_rle
+    from gestalt_ros.overlay import draw_scene_overlay
+    from gestalt_ros.scene.pipeline import ScenePipeline
+
+    image = read_rgb(image_path)
+    result = ScenePipeline.from_config(config)(image)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(out_dir / "visible_ids.png"), result.visible_ids())
+    for obj in result.objects:
+        cv2.imwrite(str(out_dir / f"amodal_{obj.id:02d}.png"), obj.amodal_mask.astype(np.uint8) * 255)
+    overlay = draw_scene_overlay(image, result.objects)
+    cv2.imwrite(str(out_dir / "scene_overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    entries = [
+        objects_json.scene_entry(obj.id, obj.summary(), obj.occluded_by, encode_rle(obj.amodal_mask), result.timings)
+        for obj in result.objects
+    ]
+    message = objects_json.message(objects_json.header(0, 0, ""), entries)
     (out_dir / "result.json").write_text(json.dumps(message, indent=2) + "\n")
     return message

@@ -56,6 +56,28 @@ def test_segment_writes_masks_completion_and_json(tmp_path, photo, tiny_model_di
     assert entry["amodal_area"] == int((amodal > 0).sum()) and entry["visible_area"] == int((visible_out > 0).sum())
 
 
+def test_segment_scene_writes_every_object(tmp_path, photo, tiny_scene_dir, capsys):
+    from conftest import tiny_scene_settings
+
+    from gestalt_ros.segment import SCENE_FILES
+
+    image_path, _, _ = photo
+    out = tmp_path / "scene"
+    settings = [a for s in [*tiny_scene_settings(tiny_scene_dir), "scene.threshold=0.05"] for a in ("--set", s)]
+    assert main(["segment", str(image_path), "--scene", "--out", str(out), *settings]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    entries = check_objects_message(json.loads((out / "result.json").read_text()))
+    assert entries, "the tiny model at a low threshold finds something"
+    ids = cv2.imread(str(out / "visible_ids.png"), cv2.IMREAD_UNCHANGED)
+    assert ids.dtype == np.uint16 and ids.shape == (48, 64)
+    names = {p.name for p in out.iterdir()}
+    assert set(SCENE_FILES) <= names and len(names) == len(SCENE_FILES) + len(entries)
+    for entry in entries:
+        amodal = cv2.imread(str(out / f"amodal_{entry['id']:02d}.png"), cv2.IMREAD_GRAYSCALE) > 0
+        assert amodal.sum() == entry["amodal_area"] and (ids == entry["id"]).sum() == entry["visible_area"]
+        assert not ((ids == entry["id"]) & ~amodal).any() and entry["prompt"] is None
+
+
 def test_segment_rejects_bad_input_in_one_line(tmp_path, photo, capsys):
     image_path, mask_path, _ = photo
     out = ["--out", str(tmp_path / "out")]

@@ -92,19 +92,6 @@ def test_scene_scores_count_matches_order_and_ignored_predictions(stack):
     assert match([amodal[0]], [amodal[1]]) == []  # IoU 25 / 175 is no match
 
 
-@pytest.fixture(scope="module")
-def tiny_layer_dir(tmp_path_factory) -> Path:
-    """A 64 px layer model (the real encoder's architecture, seeded random weights)."""
-    from gestalt_ros.scene.sequential import LayerModelConfig, LayerNet
-
-    torch.manual_seed(0)
-    directory = tmp_path_factory.mktemp("tiny_layers")
-    LayerNet(LayerModelConfig(resolution=64, decoder_channels=(32, 24, 16, 16, 8)), pretrained=False).save_pretrained(
-        directory
-    )
-    return directory
-
-
 def _scene_config(weights: Path, *more: str) -> GestaltConfig:
     return GestaltConfig().with_overrides(
         [f"scene.weights={weights}", "scene.steps=2", "scene.num_samples=2", "scene.min_area=0.001", *more]
@@ -112,11 +99,11 @@ def _scene_config(weights: Path, *more: str) -> GestaltConfig:
 
 
 @pytest.mark.parametrize("threshold", [0.05, 0.5])
-def test_the_sequential_method_returns_consistent_layers(tiny_layer_dir, threshold):
+def test_the_sequential_method_returns_consistent_layers(tiny_scene_dir, threshold):
     from gestalt_ros.scene.sequential import SequentialScene
 
-    cfg = _scene_config(tiny_layer_dir, f"scene.threshold={threshold}")
-    method = SequentialScene.from_pretrained(tiny_layer_dir, cfg.scene)
+    cfg = _scene_config(tiny_scene_dir, f"scene.threshold={threshold}")
+    method = SequentialScene.from_pretrained(tiny_scene_dir, cfg.scene)
     image = np.random.default_rng(0).integers(0, 255, (48, 72, 3), dtype=np.uint8)
     found = method.segment(image, seed=3)
     again = method.segment(image, seed=3)
@@ -201,7 +188,7 @@ def test_a_tiny_scene_training_run_feeds_the_scene_pipeline(tmp_path, ycb_root, 
         assert entry["layer"] == obj.layer and entry["occluded_by"] == obj.occluded_by and entry["label"]
 
 
-def test_eval_scene_mode_writes_metrics_for_both_methods(tmp_path, ycb_root, tiny_layer_dir, tiny_model_dir, capsys):
+def test_eval_scene_mode_writes_metrics_for_both_methods(tmp_path, ycb_root, tiny_scene_dir, tiny_model_dir, capsys):
     import json
 
     from gestalt_ros.cli import main
@@ -210,7 +197,7 @@ def test_eval_scene_mode_writes_metrics_for_both_methods(tmp_path, ycb_root, tin
     assert main(["synth", "--out", str(data), "--scenes", "2", "--seed", "5", "--size", "64", "--quiet"]) == 0
     for method in ("sequential", "prompted"):
         out = tmp_path / method
-        sets = [f"scene.weights={tiny_layer_dir}", "scene.steps=1", "scene.num_samples=1", "scene.threshold=0.05"]
+        sets = [f"scene.weights={tiny_scene_dir}", "scene.steps=1", "scene.num_samples=1", "scene.threshold=0.05"]
         sets += [f"scene.method={method}", f"completion.weights={tiny_model_dir}", "completion.num_samples=2"]
         sets += ["amodal.method=synthesis", "completion.num_inference_steps=1"]
         argv = ["eval", "--mode", "scene", "--annotations", str(data / "annotations.json"), "--images-root", str(data)]
