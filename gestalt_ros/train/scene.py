@@ -12,9 +12,6 @@ with the single-pass runs through the scene cache.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -24,18 +21,10 @@ import torch
 
 from gestalt_ros.data.scene_examples import LayerExampleConfig, sample_layer_example
 from gestalt_ros.data.scene_store import SceneStore
-from gestalt_ros.data.ycb import check_models
 from gestalt_ros.scene.sequential import LayerModelConfig, LayerNet, condition, noise_scheduler
 from gestalt_ros.single_pass.model import SinglePassNet
 from gestalt_ros.single_pass.prompting import image_tensor
-from gestalt_ros.train.single_pass import (
-    SinglePassTrainConfig,
-    fit,
-    last_mean,
-    load_or_build_store,
-    mask_losses,
-    run_summary,
-)
+from gestalt_ros.train.single_pass import SinglePassTrainConfig, mask_losses, run_training
 
 KIND = "scene"
 
@@ -101,51 +90,32 @@ def build_model(cfg: SceneTrainConfig) -> LayerNet:
     return model
 
 
-def train_scene(cfg: SceneTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
-    """Train, save the weights to ``out_dir``, and return the training summary."""
-    cfg.validate()
-    check_models(cfg.ycb_path(), cfg.objects)
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    t_start = time.time()
-
-    def minutes() -> float:
-        return (time.time() - t_start) / 60.0
-
-    store = load_or_build_store(cfg, cache_dir, progress)
-    t_data = time.time() - t_start
-    device = torch.device(cfg.device)
-    model = build_model(cfg).to(device).train()
+def layer_losses(cfg: SceneTrainConfig):
+    """The loss function for ``fit``: each example noised on the schedule at a random step
+    (``pure_noise_fraction`` of them at the last), the clean layer and cores as targets."""
     scheduler = noise_scheduler(cfg.model)
     timesteps = cfg.model.train_timesteps
-    loader = torch.utils.data.DataLoader(
-        LayerStream(store, cfg),
-        batch_size=None,
-        num_workers=cfg.loader_workers,
-        prefetch_factor=4 if cfg.loader_workers else None,
-    )
 
-    def losses(batch) -> dict:
-        image, before, target = (t.to(device) for t in batch)
-        clean = target[:, 0].float() * 2 - 1
-        t = torch.randint(0, timesteps, (len(clean),), device=device)
-        t = torch.where(torch.rand(len(clean), device=device) < cfg.pure_noise_fraction, timesteps - 1, t)
-        noisy = scheduler.add_noise(clean, torch.randn_like(clean), t)
-        logits, iou = model(image, condition(before, noisy, t, timesteps))
-        parts = mask_losses(logits, iou, target, torch.ones(len(clean), dtype=torch.bool, device=device))
-        layer, cores = parts.pop("visible"), parts.pop("amodal")
-        parts["layer_iou"], parts["core_iou"] = parts.pop("visible_iou"), parts.pop("amodal_iou")
-        parts["loss"] = layer + cores + parts["iou"]
-        return parts
+    def make(model: LayerNet, device: torch.device):
+        def losses(batch) -> dict:
+            image, before, target = (t.to(device) for t in batch)
+            clean = target[:, 0].float() * 2 - 1
+            t = torch.randint(0, timesteps, (len(clean),), device=device)
+            t = torch.where(torch.rand(len(clean), device=device) < cfg.pure_noise_fraction, timesteps - 1, t)
+            noisy = scheduler.add_noise(clean, torch.randn_like(clean), t)
+            logits, iou = model(image, condition(before, noisy, t, timesteps))
+            parts = mask_losses(logits, iou, target, torch.ones(len(clean), dtype=torch.bool, device=device))
+            layer, cores = parts.pop("visible"), parts.pop("amodal")
+            parts["layer_iou"], parts["core_iou"] = parts.pop("visible_iou"), parts.pop("amodal_iou")
+            parts["loss"] = layer + cores + parts["iou"]
+            return parts
 
-    t_train = time.time()
-    history = fit(model, cfg, loader, losses, {"layer": "layer_iou", "core": "core_iou"}, minutes, progress)
-    summary = run_summary(cfg, store, history, t_data, t_train, minutes)
-    summary["train_layer_iou_last_200"] = last_mean(history, "layer_iou")
-    summary["train_core_iou_last_200"] = last_mean(history, "core_iou")
-    if cfg.init_from:
-        summary["init_from_training"] = model.config.training
-    model.config = dataclasses.replace(cfg.model, training=summary)
-    model.cpu().save_pretrained(out_dir)
-    (Path(out_dir) / "loss_curve.json").write_text(json.dumps(history[::10]) + "\n")
-    return summary
+        return losses
+
+    return make
+
+
+def train_scene(cfg: SceneTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
+    """Train, save the weights to ``out_dir``, and return the training summary."""
+    shown = {"layer": "layer_iou", "core": "core_iou"}
+    return run_training(cfg, out_dir, cache_dir, progress, build_model, LayerStream, layer_losses(cfg), shown)

@@ -245,10 +245,23 @@ def last_mean(history: list[dict], key: str, n: int = 200) -> float:
     return round(float(np.mean([h[key] for h in history[-n:]])), 4)
 
 
-def train_single_pass(
-    cfg: SinglePassTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True
+def run_training(
+    cfg: SinglePassTrainConfig,
+    out_dir: Path,
+    cache_dir: Path | None,
+    progress: bool,
+    build,
+    stream,
+    make_losses,
+    shown: dict[str, str],
 ) -> dict:
-    """Train, save the weights to ``out_dir``, and return the training summary."""
+    """The run both networks share: scenes (cached), model, loader, ``fit``, then the model
+    directory with the run's summary in its card, and the loss curve.
+
+    ``build(cfg)`` makes the model; ``stream(store, cfg)`` the batches;
+    ``make_losses(model, device)`` the per-batch loss function for ``fit``; ``shown`` (bar
+    label -> recorded entry) also names the ``train_<entry>_last_200`` means of the summary.
+    """
     cfg.validate()
     check_models(cfg.ycb_path(), cfg.objects)
     torch.manual_seed(cfg.seed)
@@ -261,20 +274,37 @@ def train_single_pass(
     store = load_or_build_store(cfg, cache_dir, progress)
     t_data = time.time() - t_start
     device = torch.device(cfg.device)
-    if cfg.init_from:
-        model = SinglePassNet.from_pretrained(cfg.init_from)
-        if model.config.architecture() != cfg.model.architecture():
-            raise ValueError(f"init_from: its architecture {model.config} differs from {cfg.model}")
-    else:
-        model = SinglePassNet(cfg.model)
-    model = model.to(device).train()
+    model = build(cfg).to(device).train()
     loader = torch.utils.data.DataLoader(
-        ExampleStream(store, cfg),
+        stream(store, cfg),
         batch_size=None,
         num_workers=cfg.loader_workers,
         prefetch_factor=4 if cfg.loader_workers else None,
     )
+    t_train = time.time()
+    history = fit(model, cfg, loader, make_losses(model, device), shown, minutes, progress)
+    summary = run_summary(cfg, store, history, t_data, t_train, minutes)
+    for key in shown.values():
+        summary[f"train_{key}_last_200"] = last_mean(history, key)
+    if cfg.init_from:
+        summary["init_from_training"] = model.config.training
+    model.config = dataclasses.replace(cfg.model, training=summary)
+    model.cpu().save_pretrained(out_dir)
+    (Path(out_dir) / "loss_curve.json").write_text(json.dumps(history[::10]) + "\n")
+    return summary
 
+
+def build_single_pass(cfg: SinglePassTrainConfig) -> SinglePassNet:
+    """A new single-pass network, or ``init_from``'s to continue (same architecture)."""
+    if not cfg.init_from:
+        return SinglePassNet(cfg.model)
+    model = SinglePassNet.from_pretrained(cfg.init_from)
+    if model.config.architecture() != cfg.model.architecture():
+        raise ValueError(f"init_from: its architecture {model.config} differs from {cfg.model}")
+    return model
+
+
+def single_pass_losses(model: SinglePassNet, device: torch.device):
     def losses(batch) -> dict:
         image, prompt, target, valid = (t.to(device) for t in batch)
         logits, iou = model(image, prompt)
@@ -282,14 +312,12 @@ def train_single_pass(
         parts["loss"] = parts["visible"] + parts["amodal"] + parts["iou"]
         return parts
 
-    t_train = time.time()
-    history = fit(model, cfg, loader, losses, {"vis": "visible_iou", "amo": "amodal_iou"}, minutes, progress)
-    summary = run_summary(cfg, store, history, t_data, t_train, minutes)
-    summary["train_visible_iou_last_200"] = last_mean(history, "visible_iou")
-    summary["train_amodal_iou_last_200"] = last_mean(history, "amodal_iou")
-    if cfg.init_from:
-        summary["init_from_training"] = model.config.training
-    model.config = dataclasses.replace(cfg.model, training=summary)
-    model.cpu().save_pretrained(out_dir)
-    (Path(out_dir) / "loss_curve.json").write_text(json.dumps(history[::10]) + "\n")
-    return summary
+    return losses
+
+
+def train_single_pass(
+    cfg: SinglePassTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True
+) -> dict:
+    """Train, save the weights to ``out_dir``, and return the training summary."""
+    shown = {"vis": "visible_iou", "amo": "amodal_iou"}
+    return run_training(cfg, out_dir, cache_dir, progress, build_single_pass, ExampleStream, single_pass_losses, shown)
