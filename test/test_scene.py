@@ -212,3 +212,39 @@ def test_eval_scene_mode_writes_metrics_for_both_methods(tmp_path, ycb_root, tin
         assert set(metrics["baselines"]) == {"visible_whole", "hull_by_area"}
         assert metrics["scene"]["n_true"] > 0 and metrics["scene"]["seconds_per_image"] > 0
         assert (out / "scene_sheet.png").is_file() and (out / "report.md").is_file()
+
+
+def test_a_layer_model_can_share_the_single_pass_encoder(tmp_path, tiny_single_pass_dir):
+    import shutil
+
+    from gestalt_ros.scene.sequential import LayerModelConfig, LayerNet
+    from gestalt_ros.single_pass.model import SinglePassNet
+    from gestalt_ros.train.scene import SceneTrainConfig, build_model
+
+    encoder_dir = tmp_path / "single_pass"
+    shutil.copytree(tiny_single_pass_dir, encoder_dir)
+    cfg = SceneTrainConfig(model=LayerModelConfig(resolution=64, decoder_channels=(32, 24, 16, 16, 8)))
+    cfg.model.encoder_from, cfg.model.frozen_stages = str(encoder_dir), 5
+    out = tmp_path / "layers"
+    model = build_model(cfg, out)
+    assert not any(p.requires_grad for p in model.stages.parameters())
+    model.save_pretrained(out)
+    full = tmp_path / "full"
+    LayerNet(LayerModelConfig(resolution=64, decoder_channels=(32, 24, 16, 16, 8)), pretrained=False).save_pretrained(
+        full
+    )
+    # The shared file holds the decoder only; loading takes the encoder from the single-pass model.
+    assert (out / "model.safetensors").stat().st_size < 0.5 * (full / "model.safetensors").stat().st_size
+    loaded = LayerNet.from_pretrained(out)
+    source = SinglePassNet.from_pretrained(encoder_dir)
+    assert torch.equal(loaded.stages[3][0]._depthwise_conv.weight, source.stages[3][0]._depthwise_conv.weight)
+    x, maps = torch.zeros(1, 3, 64, 64), torch.zeros(1, 3, 64, 64)
+    assert torch.allclose(loaded(x, maps)[0], model.eval()(x, maps)[0], atol=1e-2)
+    # Another single-pass model in its place is refused.
+    other = SinglePassNet(source.config, pretrained=False)
+    other.save_pretrained(encoder_dir)
+    with pytest.raises(ValueError, match="not the one this model was trained on"):
+        LayerNet.from_pretrained(out)
+    shutil.rmtree(encoder_dir)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        LayerNet.from_pretrained(out)

@@ -11,6 +11,9 @@ weights, a prompt-conditioned U-Net decoder) with other meanings for its inputs 
 - heads: the clean layer mask (the denoiser predicts the sample, not the noise) and the
   layer's object cores, which split touching objects of one layer (``scene/instances.py``).
 
+The committed model keeps the single-pass model's encoder frozen and does not store it
+(``encoder_from``): the two networks share one set of encoder weights on disk.
+
 The noise schedule and the sampling steps are diffusers' ``DDIMScheduler``.
 """
 
@@ -40,10 +43,15 @@ class LayerModelConfig:
     frozen_stages: int = 2
     train_timesteps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"
+    # A single-pass model directory (relative to this one) whose frozen encoder this model
+    # uses and does not store; its digest must match. Empty: the encoder is in this file.
+    encoder_from: str = ""
+    encoder_sha256: str = ""
     training: dict = field(default_factory=dict)
 
     def architecture(self) -> LayerModelConfig:
-        return replace(self, training={})
+        """What a continued run must match: not the training choices (frozen stages, shared encoder)."""
+        return replace(self, training={}, frozen_stages=0, encoder_from="", encoder_sha256="")
 
     @classmethod
     def from_dict(cls, data: dict) -> LayerModelConfig:

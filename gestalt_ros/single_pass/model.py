@@ -21,6 +21,7 @@ from torch.nn import functional as F
 CARD = "single_pass.json"
 WEIGHTS = "model.safetensors"
 PROMPT_CHANNELS = 3  # point heat map, box, visible mask
+ENCODER_PREFIXES = ("stem.", "stages.")  # the EfficientNet-Lite0 part of the state dict
 # Encoder blocks of EfficientNet-Lite0 ending each stride (2, 4, 8, 16, 32).
 _STAGE_ENDS = (1, 3, 5, 11, 16)
 _STAGE_CHANNELS = (16, 24, 40, 112, 320)
@@ -148,6 +149,8 @@ class SinglePassNet(nn.Module):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        if getattr(self.config, "encoder_from", ""):  # the encoder lives in that model's file
+            state = {k: v for k, v in state.items() if not k.startswith(ENCODER_PREFIXES)}
         save_file(state, directory / WEIGHTS)
         (directory / self.card).write_text(json.dumps(asdict(self.config), indent=2) + "\n")
 
@@ -160,6 +163,26 @@ class SinglePassNet(nn.Module):
         if not card.is_file():
             raise FileNotFoundError(f"{card} not found: not a gestalt_ros {cls.__name__} model directory")
         model = cls(cls.config_class.from_dict(json.loads(card.read_text())), pretrained=False)
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(directory / WEIGHTS).items()}
-        model.load_state_dict(state)
+        state = load_file(directory / WEIGHTS)
+        shared = getattr(model.config, "encoder_from", "")
+        if shared:
+            source = directory / shared / WEIGHTS
+            if not source.is_file():
+                raise FileNotFoundError(f"{card}: its encoder comes from {source}, which does not exist")
+            encoder = {k: v for k, v in load_file(source).items() if k.startswith(ENCODER_PREFIXES)}
+            if encoder_digest(encoder) != model.config.encoder_sha256:
+                raise ValueError(f"{card}: the encoder in {source} is not the one this model was trained on")
+            state.update(encoder)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return model.eval()
+
+
+def encoder_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the encoder's float16 tensors (stem and stages), in key order."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for key in sorted(k for k in state if k.startswith(ENCODER_PREFIXES)):
+        digest.update(key.encode())
+        digest.update(state[key].detach().cpu().half().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -12,7 +12,8 @@ with the single-pass runs through the scene cache.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,7 +23,7 @@ import torch
 from gestalt_ros.data.scene_examples import LayerExampleConfig, sample_layer_example
 from gestalt_ros.data.scene_store import SceneStore
 from gestalt_ros.scene.sequential import LayerModelConfig, LayerNet, condition, noise_scheduler
-from gestalt_ros.single_pass.model import SinglePassNet
+from gestalt_ros.single_pass.model import ENCODER_PREFIXES, SinglePassNet, encoder_digest
 from gestalt_ros.single_pass.prompting import image_tensor
 from gestalt_ros.train.single_pass import SinglePassTrainConfig, mask_losses, run_training
 
@@ -74,19 +75,33 @@ class LayerStream(torch.utils.data.IterableDataset):
             )
 
 
-def build_model(cfg: SceneTrainConfig) -> LayerNet:
-    """A new layer model, or ``init_from``'s (continued), or one started from ``init_weights``."""
+def build_model(cfg: SceneTrainConfig, out_dir: Path) -> LayerNet:
+    """A new layer model, or ``init_from``'s (continued), or one started from ``init_weights``;
+    with ``model.encoder_from`` (a single-pass model directory, relative to the working
+    directory here) its encoder replaces the model's, and the saved card refers to it from
+    ``out_dir`` with its digest."""
+    config = replace(cfg.model, encoder_from="", encoder_sha256="")
+    model = LayerNet(config)
     if cfg.init_from:
-        model = LayerNet.from_pretrained(cfg.init_from)
-        if model.config.architecture() != cfg.model.architecture():
-            raise ValueError(f"init_from: its architecture {model.config} differs from {cfg.model}")
-        return model
-    model = LayerNet(cfg.model)
-    if cfg.init_weights:
+        source = LayerNet.from_pretrained(cfg.init_from)
+        if source.config.architecture() != cfg.model.architecture():
+            raise ValueError(f"init_from: its architecture {source.config} differs from {cfg.model}")
+        model.load_state_dict(source.state_dict())
+        model.config.training = source.config.training
+    elif cfg.init_weights:
         source = SinglePassNet.from_pretrained(cfg.init_weights)
         if tuple(source.config.decoder_channels) != tuple(cfg.model.decoder_channels):
             raise ValueError("init_weights: the single-pass model's decoder widths differ from the layer model's")
         model.load_state_dict(source.state_dict())
+    if cfg.model.encoder_from:
+        encoder = SinglePassNet.from_pretrained(cfg.model.encoder_from).state_dict()
+        encoder = {k: v for k, v in encoder.items() if k.startswith(ENCODER_PREFIXES)}
+        model.load_state_dict({**model.state_dict(), **encoder})
+        model.config = replace(
+            model.config,
+            encoder_from=os.path.relpath(cfg.model.encoder_from, out_dir),
+            encoder_sha256=encoder_digest(encoder),
+        )
     return model
 
 
@@ -118,4 +133,6 @@ def layer_losses(cfg: SceneTrainConfig):
 def train_scene(cfg: SceneTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True) -> dict:
     """Train, save the weights to ``out_dir``, and return the training summary."""
     shown = {"layer": "layer_iou", "core": "core_iou"}
-    return run_training(cfg, out_dir, cache_dir, progress, build_model, LayerStream, layer_losses(cfg), shown)
+    return run_training(
+        cfg, out_dir, cache_dir, progress, lambda c: build_model(c, out_dir), LayerStream, layer_losses(cfg), shown
+    )

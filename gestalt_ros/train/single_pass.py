@@ -288,7 +288,7 @@ def run_training(
         summary[f"train_{key}_last_200"] = last_mean(history, key)
     if cfg.init_from:
         summary["init_from_training"] = model.config.training
-    model.config = dataclasses.replace(cfg.model, training=summary)
+    model.config = dataclasses.replace(model.config, training=summary)
     model.cpu().save_pretrained(out_dir)
     (Path(out_dir) / "loss_curve.json").write_text(json.dumps(history[::10]) + "\n")
     return summary
@@ -301,6 +301,7 @@ def build_single_pass(cfg: SinglePassTrainConfig) -> SinglePassNet:
     model = SinglePassNet.from_pretrained(cfg.init_from)
     if model.config.architecture() != cfg.model.architecture():
         raise ValueError(f"init_from: its architecture {model.config} differs from {cfg.model}")
+    model.config = dataclasses.replace(cfg.model, training=model.config.training)  # the run's inference fields
     return model
 
 
