@@ -86,8 +86,15 @@ def tiny_scene_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_scene_settings(scene_dir: Path) -> list[str]:
-    """Overrides for scene mode with the tiny layer model in ``scene_dir``: one sample of one step."""
-    return [f"scene.weights={scene_dir}", "scene.steps=1", "scene.num_samples=1", "scene.min_area=0.0005"]
+    """Overrides for scene mode with the tiny layer model in ``scene_dir``: one sample of one
+    step, the layer model alone (the prompted method also runs the amodal stage per object)."""
+    return [
+        f"scene.weights={scene_dir}",
+        "scene.method=sequential",
+        "scene.steps=1",
+        "scene.num_samples=1",
+        "scene.min_area=0.0005",
+    ]
 
 
 def tiny_config(model_dir: Path) -> GestaltConfig:

@@ -94,7 +94,8 @@ def test_scene_scores_count_matches_order_and_ignored_predictions(stack):
 
 def _scene_config(weights: Path, *more: str) -> GestaltConfig:
     return GestaltConfig().with_overrides(
-        [f"scene.weights={weights}", "scene.steps=2", "scene.num_samples=2", "scene.min_area=0.001", *more]
+        [f"scene.weights={weights}", "scene.method=sequential", "scene.steps=2", "scene.num_samples=2"]
+        + ["scene.min_area=0.001", *more]
     )
 
 
