@@ -249,3 +249,19 @@ def test_a_layer_model_can_share_the_single_pass_encoder(tmp_path, tiny_single_p
     shutil.rmtree(encoder_dir)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         LayerNet.from_pretrained(out)
+
+
+def test_the_committed_scene_configs_parse_and_the_cpu_ones_fit_an_hour():
+    from gestalt_ros.train.scene import SceneTrainConfig
+
+    root = Path(__file__).resolve().parents[1] / "config" / "train"
+    configs = {path.name: SceneTrainConfig.from_yaml(path) for path in sorted(root.glob("scene_*.yaml"))}
+    assert {"scene_cpu.yaml", "scene_cpu_stage2.yaml", "scene_gpu.yaml"} <= set(configs)
+    for name, cfg in configs.items():
+        assert cfg.kind == "scene"
+        if cfg.device == "cpu":
+            assert 0 < cfg.max_minutes <= 55, name  # rendering (or the cache) takes the rest of the hour
+    assert (
+        configs["scene_gpu.yaml"].device == "cuda"
+        and configs["scene_gpu.yaml"].scenes > configs["scene_cpu.yaml"].scenes
+    )
