@@ -100,17 +100,14 @@ def sample_layer_example(
     aspect = (4 / 3, 3 / 4, 1.0)[int(rng.integers(3))]
     side = rng.uniform(*cfg.frame_scale) * min(height, width)
     fw, fh = (side, side / aspect) if aspect >= 1 else (side * aspect, side)
-    fx, fy = rng.uniform(0, width - fw), rng.uniform(0, height - fh)
-    window = frame_window(int(round(fh)), int(round(fw)), int(round(fx)), int(round(fy)))
+    x0, y0 = int(round(rng.uniform(0, width - fw))), int(round(rng.uniform(0, height - fh)))
+    fw, fh = int(round(fw)), int(round(fh))
+    window = frame_window(fh, fw, x0, y0)
     r = resolution
     # Letterbox bars: outside the camera frame the model sees grey, as at inference.
-    framed = np.full_like(image, 127)
-    y0, x0 = int(round(fy)), int(round(fx))
-    framed[y0 : y0 + int(round(fh)), x0 : x0 + int(round(fw))] = image[
-        y0 : y0 + int(round(fh)), x0 : x0 + int(round(fw))
-    ]
     inside = np.zeros((height, width), bool)
-    inside[y0 : y0 + int(round(fh)), x0 : x0 + int(round(fw))] = True
+    inside[y0 : y0 + fh, x0 : x0 + fw] = True
+    framed = np.where(inside[..., None], image, np.uint8(127))
     crop = window.crop_image(framed, r)
     if rng.uniform() < cfg.photometric:
         crop = photometric(crop, rng)

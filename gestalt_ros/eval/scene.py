@@ -187,7 +187,7 @@ def run_scene_eval(
     for issue in data.issues:
         logger.error(issue)
     issues = list(data.issues)
-    groups = list(iter_images(data.objects))[:limit] if limit else list(iter_images(data.objects))
+    groups = list(iter_images(data.objects))[: limit or None]
     pipeline = ScenePipeline.from_config(config)
     scored: dict[str, list[dict]] = {"scene": [], "visible_whole": [], "hull_by_area": []}
     seconds: list[float] = []

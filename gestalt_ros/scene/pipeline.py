@@ -49,13 +49,14 @@ class SceneObjectResult:
         """JSON-ready: the result fields of an ``objects`` entry, with ``layer`` and ``occluded_by``."""
         visible, amodal = self.visible_mask, self.amodal_mask
         amodal_area = int(amodal.sum())
+        amodal_box = list(mask_bbox(amodal))
         return {
             "label": self.label,
             "score": round(float(self.label_score), 4),
             "top_k": [[name, round(float(s), 4)] for name, s in self.top_k],
             "visible_bbox": list(mask_bbox(visible)),
-            "amodal_bbox": list(mask_bbox(amodal)),
-            "crop_box": list(mask_bbox(amodal)),
+            "amodal_bbox": amodal_box,
+            "crop_box": amodal_box,
             "occlusion_ratio": round(max(0.0, 1.0 - float(visible.sum()) / amodal_area), 4),
             "agreement": round(float(self.instance.score), 4),
             "visible_area": int(visible.sum()),

@@ -14,6 +14,10 @@ from gestalt_ros.config import GestaltConfig
 from gestalt_ros.scene.layers import occlusion_layers
 from gestalt_ros.types import SceneInstance
 
+# One object hides another where it covers at least this fraction of scene.min_area of the
+# other's hidden part (fewer pixels: the two masks' edges merely graze).
+HIDING_FRACTION_OF_MIN_AREA = 0.1
+
 
 class PromptedScene:
     """Visible instances -> the amodal stage per instance -> pairwise occlusion order."""
@@ -28,7 +32,7 @@ class PromptedScene:
         visible = self.instances.visible_masks(image, seed)
         estimates = [self.amodal.estimate(image, v, cfg.completion, cfg.amodal, seed) for v in visible]
         amodal = [e.amodal_mask | v for e, v in zip(estimates, visible)]
-        min_px = max(int(round(cfg.scene.min_area * image.shape[0] * image.shape[1] / 10)), 1)
+        min_px = max(int(round(HIDING_FRACTION_OF_MIN_AREA * cfg.scene.min_area * image.shape[0] * image.shape[1])), 1)
         layers, in_front = occlusion_layers(visible, amodal, min_px)
         return [
             SceneInstance(
