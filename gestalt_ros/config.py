@@ -169,12 +169,15 @@ class SinglePassStageConfig:
     # written by `gestalt-ros train` with a ``kind: single_pass`` config.
     weights: str = ""
     # A click's passes after the first, each re-centred on the last visible mask.
-    refine_passes: int = 2
+    refine_passes: int = 1
     # A pixel is in a mask when the model's probability exceeds this.
     mask_threshold: float = 0.5
     # A click's first pass: "best" keeps the window whose predicted visible IoU is highest;
     # "blend" averages the windows' masks, weighted by their predicted IoUs.
     click_first_pass: str = "best"
+    # A click's or box's amodal mask is the amodal head of the pass that found its visible
+    # mask (one pass fewer); off: a second pass, prompted with that visible mask.
+    amodal_from_prompt_pass: bool = True
 
     def validate(self) -> None:
         _check_choice("single_pass.click_first_pass", self.click_first_pass, ("best", "blend"))
@@ -191,8 +194,11 @@ class SceneModeConfig:
     # "sequential": the layer model alone, front layer first (Ao et al. 2024), faster.
     method: str = "prompted"
     # Where the prompted method finds the visible instances: "layers" (the layer model's
-    # visible masks) or "sam" (SAM's automatic masks, visible.sam_checkpoint; for a GPU).
+    # visible masks), "clicks" (the single-pass network clicked on a grid over the layer
+    # model's foreground) or "sam" (SAM's automatic masks, visible.sam_checkpoint; for a GPU).
     instances: str = "layers"
+    # "clicks": the grid has this many points a side over the frame.
+    click_points_per_side: int = 16
     # SAM's automatic masks: a grid of this many clicks a side.
     sam_points_per_side: int = 32
     # Empty: the layer model committed under model/scene_layers. Otherwise a model
@@ -213,7 +219,8 @@ class SceneModeConfig:
 
     def validate(self) -> None:
         _check_choice("scene.method", self.method, ("sequential", "prompted"))
-        _check_choice("scene.instances", self.instances, ("layers", "sam"))
+        _check_choice("scene.instances", self.instances, ("layers", "clicks", "sam"))
+        _check_range("scene.click_points_per_side", self.click_points_per_side, 1, 128)
         _check_range("scene.sam_points_per_side", self.sam_points_per_side, 1, 128)
         _check_range("scene.max_layers", self.max_layers, 1, 20)
         _check_range("scene.num_samples", self.num_samples, 1, 16)

@@ -184,15 +184,15 @@ class CropWindow:
         if is_bool and linear:
             raise ValueError("linear paste needs a float map, not a bool mask")
         src = crop.astype(np.uint8) if is_bool else crop
-        inverse = cv2.invertAffineTransform(self._affine(crop.shape[0]))
-        if not linear:
-            big = cv2.warpAffine(
-                src, inverse, (width, height), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-            )
-            return big.astype(bool) if is_bool else big
-        big = cv2.warpAffine(src, inverse, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        big = np.zeros((height, width, *src.shape[2:]), src.dtype)
         x0, y0, x1, y1 = self.clipped(height, width)
-        inside = np.zeros((height, width), bool)
-        inside[y0:y1, x0:x1] = True
-        big[~inside] = 0
-        return big
+        if x1 > x0 and y1 > y0:
+            # Warp only the window's part of the frame: a small object's window is a small
+            # part of a camera frame, and nothing outside it is written.
+            to_part = cv2.invertAffineTransform(self._affine(crop.shape[0]))  # crop -> frame
+            to_part[:, 2] -= (x0, y0)  # frame -> the part's own pixels
+            flags, border = (
+                (cv2.INTER_LINEAR, cv2.BORDER_REPLICATE) if linear else (cv2.INTER_NEAREST, cv2.BORDER_CONSTANT)
+            )
+            big[y0:y1, x0:x1] = cv2.warpAffine(src, to_part, (x1 - x0, y1 - y0), flags=flags, borderMode=border)
+        return big.astype(bool) if is_bool else big

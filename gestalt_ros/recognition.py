@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from gestalt_ros.inference import for_inference
 from gestalt_ros.types import mask_bbox
 
 INPUT_SIZE = 224
@@ -54,7 +55,7 @@ class EfficientNetRecognizer:
         self.model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
         self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         self.device = torch.device(device)
-        self.model.to(self.device).eval()
+        for_inference(self.model, self.device)
         self.categories = imagenet_categories()
         self.top_k = top_k
 

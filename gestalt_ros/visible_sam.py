@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gestalt_ros.scene.instances import disjoint_instances
 from gestalt_ros.types import BoxPrompt, MaskPrompt, PointPrompt, Prompt
 
 PUBLISHED = {(768, 12): "vit_b", (1024, 24): "vit_l", (1280, 32): "vit_h"}
@@ -63,20 +64,6 @@ def load_sam(checkpoint: str | Path, device: str | torch.device = "cpu"):
     model = build_sam(encoder_shape(state))
     model.load_state_dict(state)
     return model.to(device).eval()
-
-
-def disjoint_instances(masks: list[np.ndarray], scores: list[float], min_area: int) -> list[np.ndarray]:
-    """Overlapping proposals (parts and wholes) -> disjoint visible instances: the best-scored
-    proposal takes its pixels first; a later one keeps what is left if that is at least half
-    of it and ``min_area`` pixels."""
-    taken = np.zeros(masks[0].shape, bool) if masks else None
-    out = []
-    for k in np.argsort(scores)[::-1]:
-        mask = masks[k] & ~taken
-        if mask.sum() >= max(min_area, 0.5 * masks[k].sum()):
-            out.append(mask)
-            taken |= mask
-    return out
 
 
 class SamInstances:

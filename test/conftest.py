@@ -65,7 +65,7 @@ def tiny_single_pass_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     torch.manual_seed(0)
     directory = tmp_path_factory.mktemp("tiny_single_pass")
-    config = SinglePassConfig(resolution=64, decoder_channels=(32, 24, 16, 16, 8))
+    config = SinglePassConfig(resolution=64, decoder_channels=(32, 24, 16, 16, 8), click_windows=(0.3, 0.8))
     SinglePassNet(config, pretrained=False).save_pretrained(directory)
     return directory
 

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -84,6 +85,34 @@ def test_clipped_window_and_linear_paste_past_the_border():
     pasted = CropWindow(-4, -4, 12, 12).paste(np.full((4, 4), 0.7, np.float32), 10, 10, linear=True)
     assert np.allclose(pasted[:8, :8], 0.7) and not pasted[8:].any() and not pasted[:, 8:].any()
     assert not CropWindow(30, 30, 10, 10).paste(np.ones((4, 4), np.float32), 20, 20, linear=True).any()
+
+
+def test_paste_matches_bilinear_sampling_of_the_crop():
+    """Only the window's part of the frame is warped: it must sample the crop as a warp of
+    the whole frame would, for windows inside, across and wholly outside the frame."""
+    rng = np.random.default_rng(0)
+    crop = cv2.resize(rng.random((4, 4)).astype(np.float32), (32, 32), interpolation=cv2.INTER_LINEAR)
+    for window in (
+        CropWindow(7, 5, 20, 26),
+        CropWindow(-9, 30, 60, 41),
+        CropWindow(-50, -50, 20, 20),
+        CropWindow(70, 2, 9, 9),
+    ):
+        pasted = window.paste(crop, 48, 64, linear=True)
+        expected = np.zeros((48, 64), np.float32)
+        x0, y0, x1, y1 = window.clipped(48, 64)
+        for y in range(max(y0, 0), max(y1, 0)):
+            for x in range(max(x0, 0), max(x1, 0)):
+                cx = np.clip((x + 0.5 - window.x0) * 32 / window.width - 0.5, 0, 31)
+                cy = np.clip((y + 0.5 - window.y0) * 32 / window.height - 0.5, 0, 31)
+                i, j = min(int(cy), 30), min(int(cx), 30)
+                fy, fx = cy - i, cx - j
+                top = crop[i, j] * (1 - fx) + crop[i, j + 1] * fx
+                bottom = crop[i + 1, j] * (1 - fx) + crop[i + 1, j + 1] * fx
+                expected[y, x] = top * (1 - fy) + bottom * fy
+        assert np.abs(pasted - expected).max() < 0.01, window
+        nearest = window.paste(crop > 0.5, 48, 64)
+        assert not nearest[~(expected > 0)].any(), "nothing outside the window"
 
 
 def test_stretched_window_keeps_a_thin_object_visible():

@@ -174,8 +174,8 @@ def test_the_papers_stages_together_in_segment_eval_and_the_node(
 
 
 def test_sam_finds_disjoint_instances_for_the_prompted_scene(tiny_pipeline_config, sam_checkpoint, scene_image):
+    from gestalt_ros.scene.instances import disjoint_instances
     from gestalt_ros.scene.pipeline import ScenePipeline
-    from gestalt_ros.visible_sam import disjoint_instances
 
     # The best proposal keeps its pixels; a part of it is dropped; a mostly new one keeps the rest.
     whole = np.zeros((20, 20), bool)

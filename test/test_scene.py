@@ -189,16 +189,29 @@ def test_a_tiny_scene_training_run_feeds_the_scene_pipeline(tmp_path, ycb_root, 
         assert entry["layer"] == obj.layer and entry["occluded_by"] == obj.occluded_by and entry["label"]
 
 
-def test_eval_scene_mode_writes_metrics_for_both_methods(tmp_path, ycb_root, tiny_scene_dir, tiny_model_dir, capsys):
+def test_eval_scene_mode_writes_metrics_for_both_methods(
+    tmp_path, ycb_root, tiny_scene_dir, tiny_model_dir, tiny_single_pass_dir, capsys
+):
     import json
 
     from gestalt_ros.cli import main
 
     data = tmp_path / "scenes"
     assert main(["synth", "--out", str(data), "--scenes", "2", "--seed", "5", "--size", "64", "--quiet"]) == 0
-    for method in ("sequential", "prompted"):
-        out = tmp_path / method
-        sets = [f"scene.weights={tiny_scene_dir}", "scene.steps=1", "scene.num_samples=1", "scene.threshold=0.05"]
+    clicks = ["scene.instances=clicks", f"single_pass.weights={tiny_single_pass_dir}", "scene.click_points_per_side=4"]
+    for name, method, extra in (
+        ("sequential", "sequential", []),
+        ("prompted", "prompted", []),
+        ("clicks", "prompted", clicks),
+    ):
+        out = tmp_path / name
+        sets = [
+            f"scene.weights={tiny_scene_dir}",
+            "scene.steps=1",
+            "scene.num_samples=1",
+            "scene.threshold=0.05",
+            *extra,
+        ]
         sets += [f"scene.method={method}", f"completion.weights={tiny_model_dir}", "completion.num_samples=2"]
         sets += ["amodal.method=synthesis", "completion.num_inference_steps=1"]
         argv = ["eval", "--mode", "scene", "--annotations", str(data / "annotations.json"), "--images-root", str(data)]
@@ -265,3 +278,60 @@ def test_the_committed_scene_configs_parse_and_the_cpu_ones_fit_an_hour():
         configs["scene_gpu.yaml"].device == "cuda"
         and configs["scene_gpu.yaml"].scenes > configs["scene_cpu.yaml"].scenes
     )
+
+
+def test_click_instances_click_the_foreground_innermost_first_and_skip_found_objects(tiny_single_pass_dir):
+    from types import SimpleNamespace
+
+    from gestalt_ros.config import SinglePassStageConfig
+    from gestalt_ros.scene.click_instances import BATCH, ClickInstances, grid_clicks
+    from gestalt_ros.single_pass.predictor import PassResult, SinglePassPredictor
+
+    shape = (48, 64)
+    left, right = _rect(shape, 8, 40, 4, 28), _rect(shape, 12, 36, 36, 60)
+    clicks = grid_clicks(left | right, 8)
+    assert clicks and all((left | right)[int(c.y), int(c.x)] for c in clicks), "only foreground points"
+    assert len(clicks) == sum(
+        (left | right)[int(y), int(x)] for y in (np.arange(8) + 0.5) * 6 for x in (np.arange(8) + 0.5) * 8
+    )
+    depth = [
+        min(c.x - 4, 27 - c.x, c.y - 8, 39 - c.y)
+        if left[int(c.y), int(c.x)]
+        else min(c.x - 36, 59 - c.x, c.y - 12, 35 - c.y)
+        for c in clicks
+    ]
+    assert depth[0] == max(depth), "the innermost point goes first"
+
+    class Oracle(SinglePassPredictor):
+        """The real predictor's plumbing, answering each click with the object under it."""
+
+        def forward(self, image, prompt, windows):
+            calls.append(len(windows))
+            out = []
+            for click, window in zip(prompt, windows):
+                truth = left if left[int(click.y), int(click.x)] else right
+                r = self.resolution
+                out.append(
+                    PassResult(
+                        window,
+                        window.crop_mask(truth, r).astype(np.float32),
+                        np.zeros((r, r), np.float32),
+                        0.9 if truth is left else 0.8,
+                        0.0,
+                    )
+                )
+            return out
+
+    from gestalt_ros.single_pass.model import SinglePassNet
+
+    calls: list[int] = []
+    predictor = Oracle(SinglePassNet.from_pretrained(tiny_single_pass_dir), SinglePassStageConfig())
+    layers = SimpleNamespace(segment=lambda image, seed: [SimpleNamespace(amodal_mask=left | right)])
+    found = ClickInstances(predictor, layers, 8, min_area=0.01).visible_masks(np.zeros((*shape, 3), np.uint8))
+    assert len(found) == 2 and not (found[0] & found[1]).any()
+    ious = sorted(((m & t).sum() / (m | t).sum() for m in found for t in (left, right)), reverse=True)[:2]
+    assert min(ious) > 0.8, "each object found once, whole"
+    windows = len(predictor.model.config.click_windows)
+    per_click = windows + predictor.options.refine_passes
+    assert calls[0] == BATCH * windows, "clicks go through the network in batches"
+    assert sum(calls) < per_click * len(clicks), "points inside a found mask are not clicked again"

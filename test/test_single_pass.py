@@ -182,6 +182,58 @@ def test_a_click_tries_each_window_then_refines(tiny_single_pass_dir, scene_imag
     assert predictor.visible_in_frame(result, click, *visible.shape).any()
 
 
+@pytest.mark.parametrize("from_prompt_pass", [True, False])
+def test_the_amodal_stage_reuses_the_pass_that_found_the_visible_mask(
+    tiny_single_pass_dir, scene_image, from_prompt_pass
+):
+    image, visible = scene_image
+    cfg = GestaltConfig().with_overrides(
+        [
+            f"single_pass.weights={tiny_single_pass_dir}",
+            "visible.method=single_pass",
+            "amodal.method=single_pass",
+            "single_pass.refine_passes=1",
+            f"single_pass.amodal_from_prompt_pass={from_prompt_pass}",
+            "amodal.keep_attached=false",
+        ]
+    )
+    pipeline = GestaltPipeline.from_config(cfg)
+    predictor = pipeline.components.segmenter.predictor
+    assert pipeline.components.amodal.predictor is predictor, "both stages share one network"
+    calls, results = [], []
+    forward = predictor.forward
+
+    def counted(image, prompt, windows):
+        calls.append(type(prompt[0] if isinstance(prompt, list) else prompt).__name__)
+        results.append(forward(image, prompt, windows))
+        return results[-1]
+
+    predictor.forward = counted
+    pipeline.set_image(image)
+    for prompt in (interior_point(visible), prompt_from_mask("box", visible)):
+        calls.clear()
+        result = pipeline.predict(prompt)
+        kind = type(prompt).__name__
+        if from_prompt_pass:  # the click's last pass (or the box's only one) gave both masks
+            assert calls == [kind] * len(calls) and len(calls) == (2 if kind == "PointPrompt" else 1)
+            last = results[-1][0]
+            expected = last.window.paste(last.amodal, *visible.shape, linear=True) > 0.5
+            assert np.array_equal(result.amodal_mask, expected | result.visible_mask)
+        else:
+            assert calls[-1] == "MaskPrompt" and calls[:-1] == [kind] * (len(calls) - 1)
+    calls.clear()
+    pipeline.predict(MaskPrompt(visible))  # a mask prompt has no earlier pass to take
+    assert calls == ["MaskPrompt"]
+    # A pass remembered for one frame is never taken for another frame's mask.
+    pipeline.predict(interior_point(visible))
+    calls.clear()
+    other = image.copy()
+    pipeline.set_image(other)
+    mask = pipeline.components.segmenter.predict(MaskPrompt(visible))
+    pipeline.components.amodal.estimate(other, mask, cfg.completion, cfg.amodal, 0)
+    assert calls == ["MaskPrompt"]
+
+
 def _scenes(ycb_root: Path) -> list:
     from gestalt_ros.data.synthetic import SceneConfig, iter_scenes
     from gestalt_ros.data.ycb import HELDOUT_OBJECTS

