@@ -97,6 +97,17 @@ def _cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
+def _fraction_range(text: str) -> tuple[float, float]:
+    """``"0.3,0.8"`` -> (0.3, 0.8): two fractions of the image, smallest first."""
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected MIN,MAX, got {text!r}") from None
+    if not 0 < low <= high <= 1:
+        raise argparse.ArgumentTypeError(f"expected 0 < MIN <= MAX <= 1, got {text!r}")
+    return low, high
+
+
 def _cmd_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -108,7 +119,9 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         args.scenes,
         args.seed,
         objects=OBJECT_SETS[args.objects],
-        config=SceneConfig(image_size=args.size),
+        config=SceneConfig(
+            image_size=args.size, **({"object_width_frac": args.object_width} if args.object_width else {})
+        ),
         ycb_root=args.ycb_root,
     )
     start = time.perf_counter()
@@ -265,6 +278,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--objects", choices=("train", "heldout", "all"), default="heldout")
     p.add_argument("--size", type=int, default=128, help="image side, pixels")
+    p.add_argument(
+        "--object-width",
+        type=_fraction_range,
+        metavar="MIN,MAX",
+        help="median object width as a fraction of the image width: the camera distance (default 0.15,0.55)",
+    )
     p.add_argument("--ycb-root", type=Path, help="YCB models folder (default: the bundled held-out objects)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_synth)

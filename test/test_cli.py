@@ -120,3 +120,22 @@ def test_eval_without_its_data_says_so(tmp_path, capsys):
     (tmp_path / "empty.json").write_text('{"images": []}')
     argv[2] = str(tmp_path / "empty.json")
     fails_in_one_line([*argv, "--quiet"], capsys, "no object could be scored")
+
+
+def test_synth_sets_the_camera_distance(tmp_path, capsys):
+    from pycocotools import mask as rle
+
+    areas = {}
+    for name, width in (("far", "0.1,0.15"), ("near", "0.6,0.7")):
+        out = tmp_path / name
+        argv = ["synth", "--out", str(out), "--scenes", "2", "--seed", "3", "--size", "64"]
+        assert main([*argv, "--object-width", width, "--quiet"]) == 0
+        objects = [o for image in json.loads((out / "annotations.json").read_text())["images"] for o in image["objects"]]
+        areas[name] = np.mean([rle.area({**o["amodal_rle"], "counts": o["amodal_rle"]["counts"].encode()}) for o in objects])
+    assert areas["near"] > 4 * areas["far"], areas
+    for bad in ("0.5", "0.8,0.2", "0,0.5", "a,b"):
+        with pytest.raises(SystemExit) as info:
+            main(["synth", "--out", str(tmp_path / "x"), "--object-width", bad])
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert info.value.code == 2 and "--object-width" in last and bad in last, last
+    assert not (tmp_path / "x").exists()

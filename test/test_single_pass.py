@@ -277,6 +277,21 @@ def test_training_examples_prompt_their_own_target(ycb_root):
     assert kinds == {"point", "box", "mask"}
 
 
+def test_photo_targets_take_the_configured_size(ycb_root, monkeypatch):
+    import gestalt_ros.data.single_pass_examples as examples
+
+    store = store_scenes(_scenes(ycb_root))
+    side = min(store.images[0].shape[:2])
+    sizes = []
+    place = examples.place
+    monkeypatch.setattr(examples, "place", lambda shape, size, *a: sizes.append(size / side) or place(shape, size, *a))
+    cfg = ExampleConfig(photo_target=1.0, photo_target_size=(0.6, 0.9), pasted_occluder=0.0)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        sample_example(store, 0, rng, 64, 0.05, 2.5, cfg)
+    assert len(sizes) == 20 and 0.6 <= min(sizes) and max(sizes) <= 0.9 and max(sizes) - min(sizes) > 0.1
+
+
 def test_the_committed_cpu_config_fits_an_hour():
     from gestalt_ros.train.single_pass import SinglePassTrainConfig
 

@@ -38,6 +38,8 @@ class ExampleConfig:
     photo_background: float = 0.5
     pasted_occluder: float = 0.5
     photo_target: float = 0.15
+    # A photo-textured target's size, as a fraction of min(H, W).
+    photo_target_size: tuple[float, float] = (0.15, 0.5)
     # Prompt kinds, in proportion: click, box, visible mask.
     prompt_mix: tuple[float, float, float] = (0.5, 0.25, 0.25)
     # Of the clicks, the fraction cut as a first pass (a window of unknown fit around the click).
@@ -80,7 +82,7 @@ def sample_example(
         background = label == 0
         image[background] = random_patch(rng, height, width)[background]
     if rng.uniform() < cfg.photo_target:
-        size = rng.uniform(0.15, 0.5) * min(height, width)
+        size = rng.uniform(*cfg.photo_target_size) * min(height, width)
         amodal = place(
             silhouette(store, rng),
             size,
