@@ -130,8 +130,12 @@ def test_synth_sets_the_camera_distance(tmp_path, capsys):
         out = tmp_path / name
         argv = ["synth", "--out", str(out), "--scenes", "2", "--seed", "3", "--size", "64"]
         assert main([*argv, "--object-width", width, "--quiet"]) == 0
-        objects = [o for image in json.loads((out / "annotations.json").read_text())["images"] for o in image["objects"]]
-        areas[name] = np.mean([rle.area({**o["amodal_rle"], "counts": o["amodal_rle"]["counts"].encode()}) for o in objects])
+        objects = [
+            o for image in json.loads((out / "annotations.json").read_text())["images"] for o in image["objects"]
+        ]
+        areas[name] = np.mean(
+            [rle.area({**o["amodal_rle"], "counts": o["amodal_rle"]["counts"].encode()}) for o in objects]
+        )
     assert areas["near"] > 4 * areas["far"], areas
     for bad in ("0.5", "0.8,0.2", "0,0.5", "a,b"):
         with pytest.raises(SystemExit) as info:
