@@ -175,8 +175,9 @@ class SinglePassStageConfig:
     # A click's first pass: "best" keeps the window whose predicted visible IoU is highest;
     # "blend" averages the windows' masks, weighted by their predicted IoUs.
     click_first_pass: str = "best"
-    # A click's or box's amodal mask is the amodal head of the pass that found its visible
-    # mask (one pass fewer); off: a second pass, prompted with that visible mask.
+    # With visible.method single_pass, the network's amodal mask for a click or box (amodal
+    # single_pass, or both) is the amodal head of the pass that found its visible mask (one
+    # pass fewer); off: a second pass, prompted with that visible mask.
     amodal_from_prompt_pass: bool = True
 
     def validate(self) -> None:
@@ -193,10 +194,10 @@ class SceneModeConfig:
     # (amodal.method), then ordered by whose amodal mask runs under whose visible part;
     # "sequential": the layer model alone, front layer first (Ao et al. 2024), faster.
     method: str = "prompted"
-    # Where the prompted method finds the visible instances: "layers" (the layer model's
-    # visible masks), "clicks" (the single-pass network clicked on a grid over the layer
-    # model's foreground) or "sam" (SAM's automatic masks, visible.sam_checkpoint; for a GPU).
-    instances: str = "layers"
+    # Where the prompted method finds the visible instances: "clicks" (the single-pass
+    # network clicked on a grid over the layer model's foreground), "layers" (the layer
+    # model's visible masks) or "sam" (SAM's automatic masks, visible.sam_checkpoint; for a GPU).
+    instances: str = "clicks"
     # "clicks": the grid has this many points a side over the frame.
     click_points_per_side: int = 16
     # SAM's automatic masks: a grid of this many clicks a side.

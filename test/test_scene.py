@@ -201,7 +201,7 @@ def test_eval_scene_mode_writes_metrics_for_both_methods(
     clicks = ["scene.instances=clicks", f"single_pass.weights={tiny_single_pass_dir}", "scene.click_points_per_side=4"]
     for name, method, extra in (
         ("sequential", "sequential", []),
-        ("prompted", "prompted", []),
+        ("layers", "prompted", ["scene.instances=layers"]),
         ("clicks", "prompted", clicks),
     ):
         out = tmp_path / name
