@@ -223,6 +223,7 @@ def test_eval_scene_mode_writes_metrics_for_both_methods(
         metrics = json.loads((out / "metrics.json").read_text())
         keys = {"recall", "precision", "miou_matched", "miou_matched_occluded", "order_accuracy", "n_pairs"}
         assert keys <= set(metrics["scene"]) and metrics["method"] == method and metrics["n_images"] == 2
+        assert metrics["stages"].get("instances") == {"layers": "layers", "clicks": "clicks"}.get(name)
         assert set(metrics["baselines"]) == {"visible_whole", "hull_by_area"}
         assert metrics["scene"]["n_true"] > 0 and metrics["scene"]["seconds_per_image"] > 0
         assert (out / "scene_sheet.png").is_file() and (out / "report.md").is_file()

@@ -214,7 +214,10 @@ def run_scene_eval(
         "scene": summarize_scene(scored["scene"], seconds),
         "baselines": {name: summarize_scene(scored[name]) for name in ("visible_whole", "hull_by_area")},
         "method": config.scene.method,
-        "stages": {"scene": config.scene.method, **(config.stages() if config.scene.method == "prompted" else {})},
+        "stages": {
+            "scene": config.scene.method,
+            **({"instances": config.scene.instances, **config.stages()} if config.scene.method == "prompted" else {}),
+        },
         "recognition": config.recognition.model,
         "n_images": len(rows),
         "n_issues": len(issues),
