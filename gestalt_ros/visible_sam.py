@@ -80,8 +80,7 @@ class SamInstances:
         proposals = self.generator.generate(image)
         masks = [p["segmentation"].astype(bool) for p in proposals]
         scores = [float(p["predicted_iou"]) * float(p["stability_score"]) for p in proposals]
-        min_px = max(int(round(self.min_area * image.shape[0] * image.shape[1])), 1)
-        return disjoint_instances(masks, scores, min_px)
+        return disjoint_instances(masks, scores, self.min_area)
 
 
 class SamSegmenter:

@@ -184,8 +184,11 @@ def test_sam_finds_disjoint_instances_for_the_prompted_scene(tiny_pipeline_confi
     part[4:8, 4:8] = True
     other = np.zeros_like(whole)
     other[8:18, 8:18] = True
-    out = disjoint_instances([part, whole, other], [0.5, 0.9, 0.8], min_area=4)
+    speck = np.zeros_like(whole)
+    speck[18:20, 0:2] = True  # 4 pixels: below 0.015 of the 400-pixel frame (6)
+    out = disjoint_instances([part, whole, other, speck], [0.5, 0.9, 0.8, 0.95], min_area=0.015)
     assert len(out) == 2 and np.array_equal(out[0], whole) and np.array_equal(out[1], other & ~whole)
+    assert disjoint_instances([speck], [1.0], min_area=0.01)[0].sum() == 4  # 4 pixels pass 0.01
     image, _ = scene_image
     cfg = tiny_pipeline_config.with_overrides(
         ["scene.method=prompted", "scene.instances=sam", f"visible.sam_checkpoint={sam_checkpoint}"]

@@ -336,3 +336,28 @@ def test_click_instances_click_the_foreground_innermost_first_and_skip_found_obj
     per_click = windows + predictor.options.refine_passes
     assert calls[0] == BATCH * windows, "clicks go through the network in batches"
     assert sum(calls) < per_click * len(clicks), "points inside a found mask are not clicked again"
+
+
+def test_run_time_changes_reach_the_prompted_scene_method():
+    """A running node replaces ScenePipeline.config; the amodal stage of the next frame must see it."""
+    from types import SimpleNamespace
+
+    from gestalt_ros.scene.pipeline import ScenePipeline
+    from gestalt_ros.scene.prompted import PromptedScene
+
+    shape = (32, 32)
+    seen: list[tuple[float, int]] = []
+
+    def estimate(image, visible, completion, amodal, seed):
+        seen.append((amodal.vote_threshold, completion.num_samples))
+        return SimpleNamespace(amodal_mask=visible, agreement=visible.astype(np.float32), completion=image)
+
+    built = GestaltConfig()
+    instances = SimpleNamespace(visible_masks=lambda image, seed: [_rect(shape, 4, 20, 4, 20)])
+    method = PromptedScene(instances, SimpleNamespace(estimate=estimate), built)
+    pipeline = ScenePipeline(method, lambda views: [[("object", 1.0)] for _ in views], built)
+    image = np.zeros((*shape, 3), np.uint8)
+    pipeline(image)
+    pipeline.config = built.with_overrides(["amodal.vote_threshold=0.3", "completion.num_samples=2"])
+    pipeline(image)
+    assert seen == [(built.amodal.vote_threshold, built.completion.num_samples), (0.3, 2)]

@@ -336,3 +336,22 @@ def test_a_tiny_training_run_writes_a_loadable_model(tmp_path, ycb_root, capsys)
     bad.write_text("kind: single_pass\nlerning_rate: 1\n")
     fails_in_one_line(["train", "--config", str(bad), "--out", str(out)], capsys, "lerning_rate")
     fails_in_one_line(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(out)], capsys, "does not exist")
+
+
+def test_painted_parts_stay_inside_the_visible_surface(ycb_root):
+    from gestalt_ros.data.single_pass_examples import _paint_parts
+
+    store = store_scenes(_scenes(ycb_root))
+    rng = np.random.default_rng(3)
+    painted = 0
+    for m in range(min(len(store), 12)):
+        s = int(store.scene_of[m])
+        image = store.images[s].copy()
+        visible = store.labels[s] == int(store.local[m]) + 1
+        before = image.copy()
+        _paint_parts(image, visible, store, rng, (0.3, 0.6))
+        changed = (image != before).any(axis=-1)
+        assert not (changed & ~visible).any()  # nothing outside the object is touched
+        assert changed.sum() < visible.sum()  # a part, never the whole surface
+        painted += int(changed.any())
+    assert painted >= 6

@@ -77,8 +77,11 @@ class AmodalEstimator(Protocol):
 class SceneMethod(Protocol):
     """Image -> every object in it, with amodal and visible masks and occlusion layers."""
 
-    def segment(self, image: np.ndarray, seed: int) -> list[SceneInstance]:
-        """H x W x 3 uint8 -> its objects, front layer first, at the image's resolution."""
+    def segment(self, image: np.ndarray, seed: int, config: GestaltConfig | None = None) -> list[SceneInstance]:
+        """H x W x 3 uint8 -> its objects, front layer first, at the image's resolution.
+
+        ``config``: this call's settings, when a running node has changed its run-time keys
+        (``completion.*``, ``amodal.*``) since the method was built; None: the build's."""
 
 
 class Recognizer(Protocol):

@@ -8,6 +8,9 @@ yields many different crops, prompts and augmentations:
   procedural texture) is pasted over the target, which changes its visible mask only;
 - the target itself can be such a photo-textured silhouette pasted into the scene, so the
   model also learns to separate objects whose surfaces look like real ones;
+- parts of the target's visible surface can be repainted with other surfaces (a label, a
+  screen, the coffee in a cup), so an edge inside an object is not taken for its outline and a
+  click on such a part still means the whole object;
 - the prompt is a click (anywhere on the visible part, mostly inside it), a jittered box, or
   the visible mask; a click's window is sized as the predictor's first pass or its
   refinement passes see it (``single_pass/prompting.py``);
@@ -40,6 +43,10 @@ class ExampleConfig:
     photo_target: float = 0.15
     # A photo-textured target's size, as a fraction of min(H, W).
     photo_target_size: tuple[float, float] = (0.15, 0.5)
+    # The chance that the target carries painted parts, and the parts' size as a fraction of
+    # its visible box's longer side.
+    part_decals: float = 0.0
+    part_size: tuple[float, float] = (0.2, 0.7)
     # Prompt kinds, in proportion: click, box, visible mask.
     prompt_mix: tuple[float, float, float] = (0.5, 0.25, 0.25)
     # Of the clicks, the fraction cut as a first pass (a window of unknown fit around the click).
@@ -95,6 +102,8 @@ def sample_example(
             return None
         image[amodal] = surface(rng, height, width)[amodal]
         visible = amodal.copy()
+    if cfg.part_decals and rng.uniform() < cfg.part_decals:  # no draw when off: older sittings replay
+        _paint_parts(image, visible, store, rng, cfg.part_size)
     if rng.uniform() < cfg.pasted_occluder:
         ys, xs = np.nonzero(amodal)
         k = rng.integers(len(ys))
@@ -144,6 +153,29 @@ def sample_example(
         out["visible"] = out["visible"][:, ::-1]
         out["amodal"] = out["amodal"][:, ::-1]
     return out
+
+
+def _paint_parts(
+    image: np.ndarray, visible: np.ndarray, store: SceneStore, rng: np.random.Generator, size: tuple[float, float]
+) -> None:
+    """Repaint one to three regions of the visible surface in place, each cut to the object.
+
+    A part is another object's silhouette placed on an interior pixel; its surface is opaque or
+    blended with the object's own shading, as a print or a glossy insert would look.
+    """
+    if visible.sum() < MIN_VISIBLE_PX:
+        return
+    ys, xs = np.nonzero(visible)
+    weights = _interior_weights(visible)
+    longer = max(np.ptp(ys), np.ptp(xs), 4)
+    for _ in range(int(rng.integers(1, 4))):
+        k = rng.choice(len(ys), p=weights / weights.sum())
+        part = place(silhouette(store, rng), rng.uniform(*size) * longer, xs[k], ys[k], *visible.shape) & visible
+        if part.sum() >= visible.sum():
+            continue  # a part covering the whole object would only retexture it
+        alpha = rng.uniform(0.6, 1.0)
+        paint = surface(rng, *visible.shape)[part].astype(np.float32)
+        image[part] = (alpha * paint + (1 - alpha) * image[part]).astype(np.uint8)
 
 
 def _jittered(window: CropWindow, rng: np.random.Generator, jitter: float) -> CropWindow:

@@ -58,5 +58,4 @@ class ClickInstances:
                 scores.append(result.visible_iou)
                 covered |= mask
             pending = [c for c in pending if not covered[int(c.y), int(c.x)]]
-        min_px = max(int(round(self.min_area * height * width)), 1)
-        return disjoint_instances(masks, scores, min_px)
+        return disjoint_instances(masks, scores, self.min_area)

@@ -35,15 +35,18 @@ def split_layer(layer: np.ndarray, cores: np.ndarray, min_area: int) -> list[np.
     return [m for m in instances if m.sum() >= min_area]
 
 
-def disjoint_instances(masks: list[np.ndarray], scores: list[float], min_area: int) -> list[np.ndarray]:
+def disjoint_instances(masks: list[np.ndarray], scores: list[float], min_area: float) -> list[np.ndarray]:
     """Overlapping proposals (parts and wholes) -> disjoint visible instances: the best-scored
     proposal takes its pixels first; a later one keeps what is left if that is at least half
-    of it and ``min_area`` pixels."""
-    taken = np.zeros(masks[0].shape, bool) if masks else None
+    of it and ``min_area`` of the frame (``scene.min_area``, a fraction)."""
+    if not masks:
+        return []
+    taken = np.zeros(masks[0].shape, bool)
+    min_px = max(int(round(min_area * taken.size)), 1)
     out = []
     for k in np.argsort(scores)[::-1]:
         mask = masks[k] & ~taken
-        if mask.sum() >= max(min_area, 0.5 * masks[k].sum()):
+        if mask.sum() >= max(min_px, 0.5 * masks[k].sum()):
             out.append(mask)
             taken |= mask
     return out

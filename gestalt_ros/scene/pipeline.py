@@ -113,7 +113,7 @@ class ScenePipeline:
         image = check_image(image)
         timings: dict[str, float] = {}
         with timed(timings, "scene"):
-            instances = self.method.segment(image, self.config.completion.seed if seed is None else seed)
+            instances = self.method.segment(image, self.config.completion.seed if seed is None else seed, self.config)
         with timed(timings, "recognition"):
             top_k = self.recognizer([scene_view(image, o) for o in instances]) if instances else []
         objects = [

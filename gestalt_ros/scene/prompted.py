@@ -27,8 +27,8 @@ class PromptedScene:
         self.amodal = amodal  # an AmodalEstimator (backends)
         self.config = config
 
-    def segment(self, image: np.ndarray, seed: int = 0) -> list[SceneInstance]:
-        cfg = self.config
+    def segment(self, image: np.ndarray, seed: int = 0, config: GestaltConfig | None = None) -> list[SceneInstance]:
+        cfg = config or self.config
         visible = self.instances.visible_masks(image, seed)
         estimates = [self.amodal.estimate(image, v, cfg.completion, cfg.amodal, seed) for v in visible]
         amodal = [e.amodal_mask | v for e, v in zip(estimates, visible)]

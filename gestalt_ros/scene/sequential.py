@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from gestalt_ros.config import SceneModeConfig
+from gestalt_ros.config import GestaltConfig, SceneModeConfig
 from gestalt_ros.inference import for_inference
 from gestalt_ros.scene.framing import frame_window
 from gestalt_ros.scene.instances import split_layer
@@ -117,11 +117,13 @@ class SequentialScene:
         return self.model.config.resolution
 
     @torch.no_grad()
-    def sample_layer(self, crop: torch.Tensor, before: np.ndarray, generator: torch.Generator) -> LayerSample:
-        """``num_samples`` denoising runs of the next layer; the one closest to their mean."""
-        n, r = self.options.num_samples, self.resolution
+    def sample_layer(
+        self, crop: torch.Tensor, before: np.ndarray, generator: torch.Generator, opts: SceneModeConfig
+    ) -> LayerSample:
+        """``opts.num_samples`` denoising runs of the next layer; the one closest to their mean."""
+        n, r = opts.num_samples, self.resolution
         scheduler = self.scheduler
-        scheduler.set_timesteps(self.options.steps)
+        scheduler.set_timesteps(opts.steps)
         x = torch.randn((n, r, r), generator=generator).to(self.device)
         images = crop.expand(n, -1, -1, -1)
         cond = torch.from_numpy(before).to(self.device).expand(n, -1, -1)
@@ -139,9 +141,9 @@ class SequentialScene:
         """The objects' visible parts alone: the layer model as an instance source."""
         return [o.visible_mask for o in self.segment(image, seed)]
 
-    def segment(self, image: np.ndarray, seed: int = 0) -> list[SceneInstance]:
+    def segment(self, image: np.ndarray, seed: int = 0, config: GestaltConfig | None = None) -> list[SceneInstance]:
         """H x W x 3 uint8 -> its objects, front layer first, at the image's resolution."""
-        opts, r = self.options, self.resolution
+        opts, r = (config.scene if config is not None else self.options), self.resolution
         height, width = image.shape[:2]
         window = frame_window(height, width)
         crop = image_tensor(window.crop_image(image, r)[None]).to(self.device)
@@ -153,7 +155,7 @@ class SequentialScene:
         front = np.zeros((height, width), bool)
         found: list[SceneInstance] = []
         for depth in range(opts.max_layers):
-            sample = self.sample_layer(crop, before.astype(np.float32), generator)
+            sample = self.sample_layer(crop, before.astype(np.float32), generator, opts)
             parts = split_layer(sample.layer > opts.threshold, sample.cores > opts.threshold, min_px)
             parts = [p for p in parts if (p & ~before).sum() >= min_px]
             if not parts:
