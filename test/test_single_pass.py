@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -338,20 +339,28 @@ def test_a_tiny_training_run_writes_a_loadable_model(tmp_path, ycb_root, capsys)
     fails_in_one_line(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(out)], capsys, "does not exist")
 
 
-def test_painted_parts_stay_inside_the_visible_surface(ycb_root):
-    from gestalt_ros.data.single_pass_examples import _paint_parts
+@pytest.mark.parametrize("painter", ["parts", "keys"])
+def test_painted_parts_stay_inside_the_visible_surface(ycb_root, painter):
+    from gestalt_ros.data.single_pass_examples import _paint_keys, _paint_parts
 
     store = store_scenes(_scenes(ycb_root))
     rng = np.random.default_rng(3)
-    painted = 0
+    painted = apart = 0
     for m in range(min(len(store), 12)):
         s = int(store.scene_of[m])
         image = store.images[s].copy()
         visible = store.labels[s] == int(store.local[m]) + 1
         before = image.copy()
-        _paint_parts(image, visible, store, rng, (0.3, 0.6))
+        if painter == "parts":
+            _paint_parts(image, visible, store, rng, (0.3, 0.6))
+        else:
+            _paint_keys(image, visible, rng, (0.5, 0.9))
         changed = (image != before).any(axis=-1)
         assert not (changed & ~visible).any()  # nothing outside the object is touched
         assert changed.sum() < visible.sum()  # a part, never the whole surface
         painted += int(changed.any())
+        pieces, _ = cv2.connectedComponents(changed.astype(np.uint8), connectivity=4)
+        apart += int(pieces - 1 >= 2)
     assert painted >= 6
+    if painter == "keys":  # keys are separate cells: most grids fall apart into several pieces
+        assert apart >= 0.7 * painted

@@ -10,7 +10,8 @@ yields many different crops, prompts and augmentations:
   model also learns to separate objects whose surfaces look like real ones;
 - parts of the target's visible surface can be repainted with other surfaces (a label, a
   screen, the coffee in a cup), so an edge inside an object is not taken for its outline and a
-  click on such a part still means the whole object;
+  click on such a part still means the whole object; a grid of small keys (a keypad, a
+  keyboard, tiles) teaches the same at the scale of the click's own neighbourhood;
 - the prompt is a click (anywhere on the visible part, mostly inside it), a jittered box, or
   the visible mask; a click's window is sized as the predictor's first pass or its
   refinement passes see it (``single_pass/prompting.py``);
@@ -47,6 +48,10 @@ class ExampleConfig:
     # its visible box's longer side.
     part_decals: float = 0.0
     part_size: tuple[float, float] = (0.2, 0.7)
+    # The chance of a grid of small keys on the target, and the grid's size as a fraction of
+    # its visible box's longer side.
+    key_grids: float = 0.0
+    key_grid_size: tuple[float, float] = (0.3, 0.9)
     # Prompt kinds, in proportion: click, box, visible mask.
     prompt_mix: tuple[float, float, float] = (0.5, 0.25, 0.25)
     # Of the clicks, the fraction cut as a first pass (a window of unknown fit around the click).
@@ -104,6 +109,8 @@ def sample_example(
         visible = amodal.copy()
     if cfg.part_decals and rng.uniform() < cfg.part_decals:  # no draw when off: older sittings replay
         _paint_parts(image, visible, store, rng, cfg.part_size)
+    if cfg.key_grids and rng.uniform() < cfg.key_grids:  # no draw when off, as above
+        _paint_keys(image, visible, rng, cfg.key_grid_size)
     if rng.uniform() < cfg.pasted_occluder:
         ys, xs = np.nonzero(amodal)
         k = rng.integers(len(ys))
@@ -176,6 +183,44 @@ def _paint_parts(
         alpha = rng.uniform(0.6, 1.0)
         paint = surface(rng, *visible.shape)[part].astype(np.float32)
         image[part] = (alpha * paint + (1 - alpha) * image[part]).astype(np.uint8)
+
+
+def _paint_keys(image: np.ndarray, visible: np.ndarray, rng: np.random.Generator, size: tuple[float, float]) -> None:
+    """Paint a rotated grid of 2-7 x 2-7 small keys on the visible surface in place, cut to the object.
+
+    The grid is centred on an interior pixel, where the evaluation's click lands, so a click
+    often falls on one key among many that all belong to the object.
+    """
+    if visible.sum() < MIN_VISIBLE_PX:
+        return
+    ys, xs = np.nonzero(visible)
+    weights = _interior_weights(visible)
+    k = rng.choice(len(ys), p=weights / weights.sum())
+    extent = rng.uniform(*size) * max(np.ptp(ys), np.ptp(xs), 4) * np.exp(rng.uniform(-0.4, 0.4, 2))
+    rows, cols = (int(v) for v in rng.integers(2, 8, 2))
+    pitch = extent / (cols, rows)
+    key = np.minimum(pitch * rng.uniform(0.55, 0.85), pitch - 2.0)  # fillPoly draws edges: a pixel's gap at least
+    if (key < 1).any():
+        return
+    angle = rng.uniform(-30, 30) if rng.uniform() < 0.5 else 0.0
+    c, s = np.cos(np.deg2rad(angle)), np.sin(np.deg2rad(angle))
+    keys = np.zeros(visible.shape, np.uint8)
+    for i in range(rows):
+        for j in range(cols):
+            u, v = (j - (cols - 1) / 2) * pitch[0], (i - (rows - 1) / 2) * pitch[1]
+            centre = (float(xs[k] + c * u - s * v), float(ys[k] + s * u + c * v))
+            corners = cv2.boxPoints((centre, (float(key[0]), float(key[1])), angle))
+            cv2.fillPoly(keys, [np.round(corners).astype(np.int32)], 1)
+    keys = keys.astype(bool) & visible
+    if not keys.any() or keys.sum() >= visible.sum():
+        return
+    if rng.uniform() < 0.6:  # plastic keys of one colour, each shaded a little differently
+        paint = np.broadcast_to(rng.uniform(0, 255, 3), (*visible.shape, 3)).astype(np.float32)
+        paint = paint * rng.uniform(0.85, 1.15, visible.shape)[..., None]
+    else:
+        paint = surface(rng, *visible.shape).astype(np.float32)
+    alpha = rng.uniform(0.6, 1.0)
+    image[keys] = np.clip(alpha * paint[keys] + (1 - alpha) * image[keys], 0, 255).astype(np.uint8)
 
 
 def _jittered(window: CropWindow, rng: np.random.Generator, jitter: float) -> CropWindow:

@@ -97,7 +97,7 @@ class SinglePassTrainConfig:
 
     def example_config(self) -> ExampleConfig:
         data = dict(self.examples)
-        for key in ("prompt_mix", "first_pass_scale", "photo_target_size", "part_size"):
+        for key in ("prompt_mix", "first_pass_scale", "photo_target_size", "part_size", "key_grid_size"):
             if key in data:
                 data[key] = tuple(data[key])
         return ExampleConfig(**data)
