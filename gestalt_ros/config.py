@@ -175,13 +175,32 @@ class SinglePassStageConfig:
     # A click's first pass: "best" keeps the window whose predicted visible IoU is highest;
     # "blend" averages the windows' masks, weighted by their predicted IoUs.
     click_first_pass: str = "best"
+    # A click's first-pass window sides as fractions of the image's shorter side,
+    # comma-separated, tried in one batch (e.g. "0.5,1.5" for a camera so close that one
+    # object can fill the frame, such as a wrist camera); empty: the model's own (0.5).
+    click_windows: str = ""
     # With visible.method single_pass, the network's amodal mask for a click or box (amodal
     # single_pass, or both) is the amodal head of the pass that found its visible mask (one
     # pass fewer); off: a second pass, prompted with that visible mask.
     amodal_from_prompt_pass: bool = True
 
+    def window_fractions(self) -> tuple[float, ...]:
+        """``click_windows`` as numbers; empty when the model's own windows apply."""
+        try:
+            fractions = tuple(float(v) for v in self.click_windows.split(",") if v.strip())
+        except ValueError:
+            raise ConfigError(
+                f"single_pass.click_windows must be comma-separated numbers such as '0.5,1.5', got {self.click_windows!r}"
+            ) from None
+        for f in fractions:
+            _check_range("single_pass.click_windows (each)", f, 0.1, 4.0)
+        if len(fractions) > 8:
+            raise ConfigError(f"single_pass.click_windows takes at most 8 windows, got {len(fractions)}")
+        return fractions
+
     def validate(self) -> None:
         _check_choice("single_pass.click_first_pass", self.click_first_pass, ("best", "blend"))
+        self.window_fractions()
         _check_range("single_pass.refine_passes", self.refine_passes, 0, 10)
         _check_range("single_pass.mask_threshold", self.mask_threshold, 0.01, 0.99)
 

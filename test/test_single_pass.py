@@ -9,7 +9,7 @@ import pytest
 import torch
 from conftest import fails_in_one_line
 
-from gestalt_ros.config import GestaltConfig
+from gestalt_ros.config import ConfigError, GestaltConfig
 from gestalt_ros.data.scene_store import SceneStore, store_scenes
 from gestalt_ros.data.single_pass_examples import ExampleConfig, sample_example
 from gestalt_ros.pipeline import GestaltPipeline
@@ -159,10 +159,18 @@ def test_both_keeps_the_vote_where_samples_agree_and_asks_the_network_elsewhere(
 
 
 @pytest.mark.parametrize(
-    "first_pass, refine, later_passes",
-    [("best", 3, [1, 1, 1]), ("best", 0, []), ("blend", 2, [1, 1]), ("blend", 0, [1])],
+    "first_pass, refine, later_passes, windows",
+    [
+        ("best", 3, [1, 1, 1], ""),
+        ("best", 0, [], ""),
+        ("blend", 2, [1, 1], ""),
+        ("blend", 0, [1], ""),
+        ("best", 1, [1], "0.5,1.5,2"),
+    ],
 )
-def test_a_click_tries_each_window_then_refines(tiny_single_pass_dir, scene_image, first_pass, refine, later_passes):
+def test_a_click_tries_each_window_then_refines(
+    tiny_single_pass_dir, scene_image, first_pass, refine, later_passes, windows
+):
     from gestalt_ros.backends.builtin import single_pass_predictor
 
     image, visible = scene_image
@@ -171,16 +179,28 @@ def test_a_click_tries_each_window_then_refines(tiny_single_pass_dir, scene_imag
             f"single_pass.weights={tiny_single_pass_dir}",
             f"single_pass.refine_passes={refine}",
             f"single_pass.click_first_pass={first_pass}",
+            f"single_pass.click_windows={windows}",
         ]
     )
     predictor = single_pass_predictor(cfg)
     calls = []
     forward = predictor.forward
-    predictor.forward = lambda *a: calls.append(len(a[2])) or forward(*a)
+    predictor.forward = lambda *a: calls.append([w.width for w in a[2]]) or forward(*a)
     click = interior_point(visible)
     result = predictor.predict(image, click)
-    assert calls == [len(predictor.model.config.click_windows), *later_passes]
+    fractions = [float(f) for f in windows.split(",")] if windows else predictor.model.config.click_windows
+    assert calls[0] == [max(round(f * min(visible.shape)), 16) for f in fractions]  # the first pass: each window
+    assert [len(c) for c in calls[1:]] == later_passes
     assert predictor.visible_in_frame(result, click, *visible.shape).any()
+
+
+@pytest.mark.parametrize(
+    "windows, message",
+    [("0.5,big", "comma-separated numbers"), ("0.05", "must lie in"), (",".join(["0.5"] * 9), "at most 8")],
+)
+def test_click_windows_are_checked(windows, message):
+    with pytest.raises(ConfigError, match=message):
+        GestaltConfig().with_overrides([f"single_pass.click_windows={windows}"])
 
 
 @pytest.mark.parametrize("from_prompt_pass", [True, False])

@@ -1,8 +1,9 @@
 """The single-pass model as pipeline stages: ``visible.method`` and ``amodal.method`` ``single_pass``.
 
 A box or a mask fixes the object's scale, so one forward pass in the window around it
-answers. A click does not: the first pass tries the model's ``click_windows`` sizes around
-the click in one batch and keeps the window whose predicted visible IoU is highest (or, with
+answers. A click does not: the first pass tries the window sizes of
+``single_pass.click_windows`` (else the model's ``click_windows``) around the click in one
+batch and keeps the window whose predicted visible IoU is highest (or, with
 ``single_pass.click_first_pass: blend``, averages the windows' maps weighted by it); each
 refinement pass then re-centres the window on the last visible mask, as a box is cut.
 
@@ -87,7 +88,7 @@ class SinglePassPredictor:
         """The click protocol for several checked clicks on ``image`` at once: each pass is one batch."""
         height, width = image.shape[:2]
         cfg = self.model.config
-        sides = [f * min(height, width) for f in cfg.click_windows]
+        sides = [f * min(height, width) for f in self.options.window_fractions() or cfg.click_windows]
         first = self.forward(
             image, [c for c in clicks for _ in sides], [click_window(c.x, c.y, s) for c in clicks for s in sides]
         )
