@@ -7,6 +7,7 @@ examples from it on the fly, so one rendering run feeds many different examples.
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -104,7 +105,9 @@ def build_scene_store(
     ]
     bar = tqdm(total=n_scenes, desc="rendering scenes", unit="scene", disable=not progress)
     parts = []
-    with ProcessPoolExecutor(workers) as pool:
+    # forkserver, not fork: a caller that already runs threads (torch, rclpy) can leave a forked
+    # child with locks held by threads it does not have, and the child may crash.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
         for job, part in zip(jobs, pool.map(_render_chunk, jobs)):
             parts.append(part)
             bar.update(job[2])
