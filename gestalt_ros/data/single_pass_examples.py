@@ -69,6 +69,16 @@ def _interior_weights(mask: np.ndarray) -> np.ndarray:
     return dist[mask]
 
 
+def _weighted_pick(rng: np.random.Generator, weights: np.ndarray) -> int:
+    """An index drawn in proportion to ``weights`` (a pixel of ``np.nonzero(mask)``'s order)."""
+    return int(rng.choice(len(weights), p=weights / weights.sum()))
+
+
+def _blend_into(image: np.ndarray, region: np.ndarray, paint: np.ndarray, alpha: float) -> None:
+    """Paint ``region``'s pixels in place: ``paint`` (one row per pixel) over the image at ``alpha``."""
+    image[region] = np.clip(alpha * paint.astype(np.float32) + (1 - alpha) * image[region], 0, 255).astype(np.uint8)
+
+
 def sample_example(
     store: SceneStore,
     m: int,
@@ -129,7 +139,7 @@ def sample_example(
     if kind == "point":
         ys, xs = np.nonzero(visible)
         weights = _interior_weights(visible) if rng.uniform() < 0.7 else np.ones(len(ys))
-        k = rng.choice(len(ys), p=weights / weights.sum())
+        k = _weighted_pick(rng, weights)
         prompt = PointPrompt(float(xs[k]), float(ys[k]))
         if rng.uniform() < cfg.first_pass:
             side = longer * float(np.exp(rng.uniform(*np.log(cfg.first_pass_scale))))
@@ -176,13 +186,12 @@ def _paint_parts(
     weights = _interior_weights(visible)
     longer = max(np.ptp(ys), np.ptp(xs), 4)
     for _ in range(int(rng.integers(1, 4))):
-        k = rng.choice(len(ys), p=weights / weights.sum())
+        k = _weighted_pick(rng, weights)
         part = place(silhouette(store, rng), rng.uniform(*size) * longer, xs[k], ys[k], *visible.shape) & visible
         if part.sum() >= visible.sum():
             continue  # a part covering the whole object would only retexture it
         alpha = rng.uniform(0.6, 1.0)
-        paint = surface(rng, *visible.shape)[part].astype(np.float32)
-        image[part] = (alpha * paint + (1 - alpha) * image[part]).astype(np.uint8)
+        _blend_into(image, part, surface(rng, *visible.shape)[part], alpha)
 
 
 def _paint_keys(image: np.ndarray, visible: np.ndarray, rng: np.random.Generator, size: tuple[float, float]) -> None:
@@ -195,7 +204,7 @@ def _paint_keys(image: np.ndarray, visible: np.ndarray, rng: np.random.Generator
         return
     ys, xs = np.nonzero(visible)
     weights = _interior_weights(visible)
-    k = rng.choice(len(ys), p=weights / weights.sum())
+    k = _weighted_pick(rng, weights)
     extent = rng.uniform(*size) * max(np.ptp(ys), np.ptp(xs), 4) * np.exp(rng.uniform(-0.4, 0.4, 2))
     rows, cols = (int(v) for v in rng.integers(2, 8, 2))
     pitch = extent / (cols, rows)
@@ -219,8 +228,7 @@ def _paint_keys(image: np.ndarray, visible: np.ndarray, rng: np.random.Generator
         paint = paint * rng.uniform(0.85, 1.15, visible.shape)[..., None]
     else:
         paint = surface(rng, *visible.shape).astype(np.float32)
-    alpha = rng.uniform(0.6, 1.0)
-    image[keys] = np.clip(alpha * paint[keys] + (1 - alpha) * image[keys], 0, 255).astype(np.uint8)
+    _blend_into(image, keys, paint[keys], rng.uniform(0.6, 1.0))
 
 
 def _jittered(window: CropWindow, rng: np.random.Generator, jitter: float) -> CropWindow:
