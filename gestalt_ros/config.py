@@ -183,6 +183,16 @@ class SinglePassStageConfig:
     # single_pass, or both) is the amodal head of the pass that found its visible mask (one
     # pass fewer); off: a second pass, prompted with that visible mask.
     amodal_from_prompt_pass: bool = True
+    # A click's or a box's visible mask gets its edges redrawn by GrabCut where the network is
+    # unsure: GrabCut's colour models are fitted to this image's object and background.
+    grabcut_refine: bool = True
+    # For GrabCut, a pixel whose probability is at or above this is certain object, at or
+    # below 1 - this certain background; GrabCut decides the pixels between.
+    grabcut_sure: float = 0.99
+    # GrabCut runs on the final pass's window shrunk to at most this many pixels a side.
+    grabcut_side: int = 128
+    # That GrabCut's iterations (the first does most of the work).
+    grabcut_iterations: int = 1
 
     def window_fractions(self) -> tuple[float, ...]:
         """``click_windows`` as numbers; empty when the model's own windows apply."""
@@ -203,6 +213,9 @@ class SinglePassStageConfig:
         self.window_fractions()
         _check_range("single_pass.refine_passes", self.refine_passes, 0, 10)
         _check_range("single_pass.mask_threshold", self.mask_threshold, 0.01, 0.99)
+        _check_range("single_pass.grabcut_sure", self.grabcut_sure, 0.5, 1.0)
+        _check_range("single_pass.grabcut_side", self.grabcut_side, 16, 1024)
+        _check_range("single_pass.grabcut_iterations", self.grabcut_iterations, 1, 20)
 
 
 @dataclass

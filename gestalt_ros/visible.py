@@ -57,20 +57,53 @@ class GrabCutSegmenter:
         return _component_at(self._grabcut(image, seed, roi), cx, cy)
 
     def _grabcut(self, image: np.ndarray, seed: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
-        h, w = seed.shape
-        x0, y0 = max(roi[0], 0), max(roi[1], 0)
-        x1, y1 = min(roi[2], w), min(roi[3], h)
-        sub = np.ascontiguousarray(seed[y0:y1, x0:x1])
-        bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        region = np.ascontiguousarray(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2BGR))
-        if not ((sub == cv2.GC_BGD) | (sub == cv2.GC_PR_BGD)).any():
-            # GrabCut needs a background colour model; a window filling the region gets a border.
-            sub[[0, -1], :] = cv2.GC_PR_BGD
-            sub[:, [0, -1]] = cv2.GC_PR_BGD
-        cv2.grabCut(region, sub, None, bgd, fgd, self.config.iterations, cv2.GC_INIT_WITH_MASK)
-        out = np.zeros((h, w), bool)
-        out[y0:y1, x0:x1] = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
+        return grabcut(image, seed, roi, self.config.iterations)
+
+
+def grabcut(
+    image: np.ndarray, seed: np.ndarray, roi: tuple[int, int, int, int], iterations: int, max_side: int = 0
+) -> np.ndarray:
+    """GrabCut of RGB ``image`` inside ``roi`` (x0, y0, x1, y1) from ``seed`` labels (``cv2.GC_*``)
+    -> H x W bool mask, empty outside the region.
+
+    With ``max_side`` the region is first shrunk to at most that many pixels a side: GrabCut's
+    cost grows with the pixel count, and its answer is scaled back by linear interpolation.
+    """
+    h, w = seed.shape
+    x0, y0 = max(roi[0], 0), max(roi[1], 0)
+    x1, y1 = min(roi[2], w), min(roi[3], h)
+    sub = np.ascontiguousarray(seed[y0:y1, x0:x1])
+    region = np.ascontiguousarray(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2BGR))
+    shrink = max_side / max(sub.shape) if max_side else 1.0
+    if shrink < 1.0:
+        size = (max(round(sub.shape[1] * shrink), 1), max(round(sub.shape[0] * shrink), 1))
+        region = cv2.resize(region, size, interpolation=cv2.INTER_AREA)
+        sub = cv2.resize(sub, size, interpolation=cv2.INTER_NEAREST)
+    if not ((sub == cv2.GC_BGD) | (sub == cv2.GC_PR_BGD)).any():
+        # GrabCut needs a background colour model; a window filling the region gets a border.
+        sub[[0, -1], :] = cv2.GC_PR_BGD
+        sub[:, [0, -1]] = cv2.GC_PR_BGD
+    out = np.zeros((h, w), bool)
+    if not ((sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)).any():
+        # No object colour to model (an object lost in the shrink, or none seeded): the seed stands.
+        out[y0:y1, x0:x1] = (seed[y0:y1, x0:x1] == cv2.GC_FGD) | (seed[y0:y1, x0:x1] == cv2.GC_PR_FGD)
         return out
+    bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    cv2.grabCut(region, sub, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+    found = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
+    if shrink < 1.0:
+        found = cv2.resize(found.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR) > 0.5
+    out[y0:y1, x0:x1] = found
+    return out
+
+
+def seed_from_probability(probability: np.ndarray, threshold: float, sure: float) -> np.ndarray:
+    """GrabCut labels from a segmenter's per-pixel object probability: certain object at or above
+    ``sure``, certain background at or below 1 - ``sure``, probable either way of ``threshold``."""
+    seed = np.where(probability > threshold, cv2.GC_PR_FGD, cv2.GC_PR_BGD).astype(np.uint8)
+    seed[probability >= sure] = cv2.GC_FGD
+    seed[probability <= 1.0 - sure] = cv2.GC_BGD
+    return seed
 
 
 def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:

@@ -12,6 +12,7 @@ from conftest import fails_in_one_line
 from gestalt_ros.config import ConfigError, GestaltConfig
 from gestalt_ros.data.scene_store import SceneStore, store_scenes
 from gestalt_ros.data.single_pass_examples import ExampleConfig, sample_example
+from gestalt_ros.eval.metrics import iou
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import CropWindow, interior_point, prompt_from_mask
 from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
@@ -192,6 +193,35 @@ def test_a_click_tries_each_window_then_refines(
     assert calls[0] == [max(round(f * min(visible.shape)), 16) for f in fractions]  # the first pass: each window
     assert [len(c) for c in calls[1:]] == later_passes
     assert predictor.visible_in_frame(result, click, *visible.shape).any()
+
+
+@pytest.mark.parametrize("prompt", [PointPrompt(70, 60), BoxPrompt(44, 34, 96, 86)])
+def test_grabcut_redraws_the_edges_the_network_is_unsure_of(tiny_single_pass_dir, prompt):
+    from gestalt_ros.single_pass.predictor import PassResult, SinglePassPredictor
+
+    rng = np.random.default_rng(0)
+    image = np.full((120, 160, 3), (60, 140, 60), np.uint8)
+    image[40:80, 50:90] = (210, 30, 30)
+    image = (image + rng.integers(-12, 12, image.shape)).clip(0, 255).astype(np.uint8)
+    truth = np.zeros((120, 160), bool)
+    truth[40:80, 50:90] = True
+    # The network's map over a 128 px window at r = 64 (two frame pixels a crop pixel): unsure
+    # (0.7) over the object and an 8 px ring around it, sure of its core and of the far background.
+    visible = np.full((64, 64), 0.001, np.float32)
+    visible[16:44, 21:49] = 0.7
+    visible[24:36, 29:41] = 0.999
+    result = PassResult(CropWindow(0, 0, 128, 128), visible, visible, 0.9, 0.9)
+    refined = GestaltConfig().with_overrides(["single_pass.grabcut_side=64"]).single_pass
+    plain = GestaltConfig().with_overrides(["single_pass.grabcut_refine=false"]).single_pass
+    predictor = SinglePassPredictor.from_pretrained(tiny_single_pass_dir, refined)
+    mask = predictor.visible_in_frame(result, prompt, *truth.shape, image)
+    assert iou(mask, truth) > 0.9
+    assert iou(predictor.visible_in_frame(result, prompt, *truth.shape), truth) < 0.6  # no image: the threshold
+    predictor.options = plain
+    assert np.array_equal(
+        predictor.visible_in_frame(result, prompt, *truth.shape, image),
+        predictor.visible_in_frame(result, prompt, *truth.shape),
+    )
 
 
 @pytest.mark.parametrize(

@@ -54,3 +54,35 @@ def test_predict_needs_an_image_and_prompts_share_it():
     other, _ = _square_scene(1)
     segmenter.set_image(np.ascontiguousarray(other[:, ::-1]))  # the next frame: the square moved
     assert iou(segmenter.predict(PointPrompt(160 - 70, 60)), truth[:, ::-1]) > 0.9
+
+
+def test_grabcut_on_a_shrunk_region_answers_at_full_size():
+    import cv2
+
+    from gestalt_ros.visible import grabcut
+
+    image, truth = _square_scene(2)
+    seed = np.full(truth.shape, cv2.GC_PR_BGD, np.uint8)
+    seed[35:85, 45:95] = cv2.GC_PR_FGD  # a loose square around the object
+    seed[55:65, 65:75] = cv2.GC_FGD
+    full = grabcut(image, seed, (20, 10, 140, 110), iterations=2)
+    shrunk = grabcut(image, seed, (20, 10, 140, 110), iterations=2, max_side=60)
+    assert shrunk.shape == truth.shape and not shrunk[:10].any()  # nothing outside the region
+    assert iou(full, truth) > 0.9 and iou(shrunk, truth) > 0.85
+    # A seed whose object vanishes in the shrink (or has none) is answered by the seed itself.
+    seed[:] = cv2.GC_PR_BGD
+    seed[60, 70] = cv2.GC_PR_FGD
+    lost = grabcut(image, seed, (20, 10, 140, 110), iterations=2, max_side=20)
+    assert np.array_equal(np.argwhere(lost), [[60, 70]])
+
+
+def test_seeds_from_a_probability_keep_the_sure_pixels_sure():
+    import cv2
+
+    from gestalt_ros.visible import seed_from_probability
+
+    probability = np.array([[0.0, 0.005, 0.3, 0.5, 0.6, 0.995, 1.0]])
+    seed = seed_from_probability(probability, threshold=0.5, sure=0.99)
+    assert seed.tolist() == [
+        [cv2.GC_BGD, cv2.GC_BGD, cv2.GC_PR_BGD, cv2.GC_PR_BGD, cv2.GC_PR_FGD, cv2.GC_FGD, cv2.GC_FGD]
+    ]

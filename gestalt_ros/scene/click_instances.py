@@ -53,7 +53,7 @@ class ClickInstances:
             batch, pending = pending[:BATCH], pending[BATCH:]
             results = self.predictor.predict_clicks(image, batch)
             for click, result in zip(batch, results):
-                mask = self.predictor.visible_in_frame(result, click, height, width)
+                mask = self.predictor.visible_in_frame(result, click, height, width, image)
                 masks.append(mask)
                 scores.append(result.visible_iou)
                 covered |= mask

@@ -27,6 +27,7 @@ from gestalt_ros.single_pass.model import SinglePassNet
 from gestalt_ros.single_pass.prompting import box_window, click_window, image_tensor, object_window, prompt_maps
 from gestalt_ros.timing import timed
 from gestalt_ros.types import AmodalEstimate, BoxPrompt, MaskPrompt, PointPrompt, Prompt
+from gestalt_ros.visible import grabcut, seed_from_probability
 
 
 @dataclass
@@ -126,18 +127,38 @@ class SinglePassPredictor:
         blended = sum(w * m for w, m in zip(weights, maps)) / sum(weights)
         return _part_at_click(blended > self.options.mask_threshold, prompt)
 
-    def visible_in_frame(self, result: PassResult, prompt: Prompt, height: int, width: int) -> np.ndarray:
-        """The pass's visible mask at camera resolution: the part at the prompt, never empty."""
+    def visible_in_frame(
+        self, result: PassResult, prompt: Prompt, height: int, width: int, image: np.ndarray | None = None
+    ) -> np.ndarray:
+        """The pass's visible mask at camera resolution: the part at the prompt, never empty.
+
+        Given the ``image`` (a final pass) and with ``single_pass.grabcut_refine``, GrabCut
+        redraws the pixels where the network is unsure, with colour models of this image.
+        """
         if isinstance(prompt, MaskPrompt):
             return prompt.mask
-        threshold = self.options.mask_threshold
-        mask = result.window.paste(result.visible, height, width, linear=True) > threshold
+        options = self.options
+        probability = result.window.paste(result.visible, height, width, linear=True)
+        mask = probability > options.mask_threshold
+        if image is not None and options.grabcut_refine:
+            seed = seed_from_probability(probability, options.mask_threshold, options.grabcut_sure)
+            if isinstance(prompt, BoxPrompt):
+                seed[~_box_region(prompt, height, width)] = cv2.GC_BGD
+            refined = grabcut(
+                image, seed, result.window.clipped(height, width), options.grabcut_iterations, options.grabcut_side
+            )
+            mask = refined if refined.any() else mask
         if isinstance(prompt, PointPrompt):
             return _part_at_click(mask, prompt)
-        if not mask.any():
-            x0, y0 = max(int(np.floor(prompt.x0)), 0), max(int(np.floor(prompt.y0)), 0)
-            mask[y0 : max(int(np.ceil(prompt.y1)), y0 + 1), x0 : max(int(np.ceil(prompt.x1)), x0 + 1)] = True
-        return mask
+        return mask if mask.any() else _box_region(prompt, height, width)
+
+
+def _box_region(box: BoxPrompt, height: int, width: int) -> np.ndarray:
+    """The pixels of the image inside ``box`` (at least one)."""
+    region = np.zeros((height, width), bool)
+    x0, y0 = max(int(np.floor(box.x0)), 0), max(int(np.floor(box.y0)), 0)
+    region[y0 : max(int(np.ceil(box.y1)), y0 + 1), x0 : max(int(np.ceil(box.x1)), x0 + 1)] = True
+    return region
 
 
 def _part_at_click(mask: np.ndarray, click: PointPrompt) -> np.ndarray:
@@ -171,7 +192,7 @@ class SinglePassSegmenter:
         if isinstance(prompt, MaskPrompt):
             return prompt.mask  # the answer already
         result = self.predictor.predict(self._image, prompt)
-        visible = self.predictor.visible_in_frame(result, prompt, height, width)
+        visible = self.predictor.visible_in_frame(result, prompt, height, width, self._image)
         self.predictor.remember(self._image, visible, result)
         return visible
 
