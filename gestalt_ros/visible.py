@@ -72,7 +72,7 @@ def grabcut(
     h, w = seed.shape
     x0, y0 = max(roi[0], 0), max(roi[1], 0)
     x1, y1 = min(roi[2], w), min(roi[3], h)
-    sub = np.ascontiguousarray(seed[y0:y1, x0:x1])
+    sub = seed[y0:y1, x0:x1].copy()  # GrabCut writes its labels into it
     region = np.ascontiguousarray(cv2.cvtColor(image[y0:y1, x0:x1], cv2.COLOR_RGB2BGR))
     shrink = max_side / max(sub.shape) if max_side else 1.0
     if shrink < 1.0:
@@ -89,6 +89,9 @@ def grabcut(
         out[y0:y1, x0:x1] = (seed[y0:y1, x0:x1] == cv2.GC_FGD) | (seed[y0:y1, x0:x1] == cv2.GC_PR_FGD)
         return out
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut seeds its colour models by k-means from OpenCV's random generator (per thread):
+    # seeded here, the same image and prompt give the same mask whatever ran before.
+    cv2.setRNGSeed(0)
     cv2.grabCut(region, sub, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     found = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
     if shrink < 1.0:

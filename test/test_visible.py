@@ -86,3 +86,25 @@ def test_seeds_from_a_probability_keep_the_sure_pixels_sure():
     assert seed.tolist() == [
         [cv2.GC_BGD, cv2.GC_BGD, cv2.GC_PR_BGD, cv2.GC_PR_BGD, cv2.GC_PR_FGD, cv2.GC_FGD, cv2.GC_FGD]
     ]
+
+
+def test_grabcut_gives_the_same_mask_whatever_ran_before():
+    import cv2
+
+    from gestalt_ros.visible import grabcut
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((120, 160, 3), np.uint8)
+    for _ in range(60):  # clutter, where k-means' random start changes GrabCut's colour models
+        x, y, w, h = (int(v) for v in (*rng.integers(0, (160, 120)), *rng.integers(4, 30, 2)))
+        image[y : y + h, x : x + w] = rng.integers(0, 255, 3)
+    image = (image + rng.normal(0, 10, image.shape)).clip(0, 255).astype(np.uint8)
+    seed = np.full((120, 160), cv2.GC_PR_BGD, np.uint8)
+    seed[30:90, 40:120] = cv2.GC_PR_FGD
+    seed[50:70, 70:90] = cv2.GC_FGD
+    before, masks = seed.copy(), []
+    for state in (1, 2, 3):
+        cv2.setRNGSeed(state)  # what another OpenCV user may have left behind
+        masks.append(grabcut(image, seed, (0, 0, 160, 120), iterations=1))
+    assert np.array_equal(masks[0], masks[1]) and np.array_equal(masks[0], masks[2])
+    assert np.array_equal(seed, before)  # the caller's seed is read, not written
