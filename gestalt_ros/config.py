@@ -193,6 +193,9 @@ class SinglePassStageConfig:
     grabcut_side: int = 128
     # That GrabCut's iterations (the first does most of the work).
     grabcut_iterations: int = 1
+    # GrabCut's mask replaces the network's only where the two overlap by at least this IoU
+    # (and, for a click, it holds the clicked pixel): otherwise GrabCut lost the object.
+    grabcut_min_iou: float = 0.4
 
     def window_fractions(self) -> tuple[float, ...]:
         """``click_windows`` as numbers; empty when the model's own windows apply."""
@@ -216,6 +219,7 @@ class SinglePassStageConfig:
         _check_range("single_pass.grabcut_sure", self.grabcut_sure, 0.5, 1.0)
         _check_range("single_pass.grabcut_side", self.grabcut_side, 16, 1024)
         _check_range("single_pass.grabcut_iterations", self.grabcut_iterations, 1, 20)
+        _check_range("single_pass.grabcut_min_iou", self.grabcut_min_iou, 0.0, 1.0)
 
 
 @dataclass

@@ -225,6 +225,40 @@ def test_grabcut_redraws_the_edges_the_network_is_unsure_of(tiny_single_pass_dir
 
 
 @pytest.mark.parametrize(
+    "wandered",
+    ["elsewhere", "off_the_click", "empty"],
+)
+def test_a_grabcut_that_lost_the_object_leaves_the_network_mask(tiny_single_pass_dir, monkeypatch, wandered):
+    import gestalt_ros.single_pass.predictor as module
+
+    image = np.zeros((60, 80, 3), np.uint8)
+    visible = np.full((64, 64), 0.001, np.float32)
+    visible[16:40, 16:40] = 0.8  # the network's mask: a square around the click
+    result = module.PassResult(CropWindow(0, 0, 64, 64), visible, visible, 0.9, 0.9)
+    answer = np.zeros((60, 80), bool)
+    if wandered == "elsewhere":
+        answer[40:60, 50:80] = True  # holds the click's row and column nowhere
+        answer[28, 28] = True  # but the clicked pixel itself, so only the overlap rule rejects it
+    elif wandered == "off_the_click":
+        answer[16:40, 16:40] = True  # the same square but a hole at the click
+        answer[26:31, 26:31] = False
+    monkeypatch.setattr(module, "grabcut", lambda *a: answer.copy())
+    predictor = module.SinglePassPredictor.from_pretrained(tiny_single_pass_dir, GestaltConfig().single_pass)
+    click = PointPrompt(28, 28)
+    network = predictor.visible_in_frame(result, click, 60, 80)
+    assert np.array_equal(predictor.visible_in_frame(result, click, 60, 80, image), network)
+    answer[16:40, 16:40] = True  # a GrabCut that redrew the edges is taken
+    answer[16:40, 38:40] = False
+    assert np.array_equal(predictor.visible_in_frame(result, click, 60, 80, image), answer[:60, :80] & ~_far(answer))
+
+
+def _far(mask: np.ndarray) -> np.ndarray:
+    """The parts of ``mask`` not connected to the square at (16:40, 16:40)."""
+    _, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return labels != labels[20, 20]
+
+
+@pytest.mark.parametrize(
     "windows, message",
     [("0.5,big", "comma-separated numbers"), ("0.05", "must lie in"), (",".join(["0.5"] * 9), "at most 8")],
 )

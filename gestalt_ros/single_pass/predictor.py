@@ -147,10 +147,19 @@ class SinglePassPredictor:
             refined = grabcut(
                 image, seed, result.window.clipped(height, width), options.grabcut_iterations, options.grabcut_side
             )
-            mask = refined if refined.any() else mask
+            if _kept(refined, mask, prompt, options.grabcut_min_iou):
+                mask = refined
         if isinstance(prompt, PointPrompt):
             return _part_at_click(mask, prompt)
         return mask if mask.any() else _box_region(prompt, height, width)
+
+
+def _kept(refined: np.ndarray, network: np.ndarray, prompt: Prompt, min_iou: float) -> bool:
+    """Whether GrabCut's mask may replace the network's: it is not empty, it redrew edges (the
+    two overlap by at least ``min_iou``) and, for a click, it still holds the clicked pixel."""
+    if not refined.any() or (isinstance(prompt, PointPrompt) and not refined[int(prompt.y), int(prompt.x)]):
+        return False
+    return np.logical_and(refined, network).sum() >= min_iou * np.logical_or(refined, network).sum()
 
 
 def _box_region(box: BoxPrompt, height: int, width: int) -> np.ndarray:
