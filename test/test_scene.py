@@ -281,7 +281,7 @@ def test_the_committed_scene_configs_parse_and_the_cpu_ones_fit_an_hour():
     )
 
 
-def test_click_instances_click_the_foreground_innermost_first_and_skip_found_objects(tiny_single_pass_dir):
+def test_click_instances_click_the_foreground_innermost_first_and_skip_found_objects(tiny_single_pass_dir, monkeypatch):
     from types import SimpleNamespace
 
     from gestalt_ros.config import SinglePassStageConfig
@@ -336,6 +336,14 @@ def test_click_instances_click_the_foreground_innermost_first_and_skip_found_obj
     per_click = windows + predictor.options.refine_passes
     assert calls[0] == BATCH * windows, "clicks go through the network in batches"
     assert sum(calls) < per_click * len(clicks), "points inside a found mask are not clicked again"
+    import gestalt_ros.single_pass.predictor as module
+
+    refined = []
+    monkeypatch.setattr(module, "grabcut", lambda image, seed, *a: refined.append(1) or (seed % 2 == 1))
+    ClickInstances(predictor, layers, 8, min_area=0.01).visible_masks(np.zeros((*shape, 3), np.uint8))
+    assert not refined, "scene.click_grabcut off: the clicks' masks are the network's"
+    again = ClickInstances(predictor, layers, 8, 0.01, grabcut=True).visible_masks(np.zeros((*shape, 3), np.uint8))
+    assert len(refined) >= 2 and len(again) == 2, "on: each click's final mask goes through GrabCut"
 
 
 def test_run_time_changes_reach_the_prompted_scene_method():

@@ -163,7 +163,11 @@ def _prompted_scene(config: GestaltConfig):
 
         options = config.scene
         instances = ClickInstances(
-            single_pass_predictor(config), scene_layer_model(config), options.click_points_per_side, options.min_area
+            single_pass_predictor(config),
+            scene_layer_model(config),
+            options.click_points_per_side,
+            options.min_area,
+            options.click_grabcut,
         )
     else:
         instances = scene_layer_model(config)

@@ -35,11 +35,14 @@ def grid_clicks(foreground: np.ndarray, points_per_side: int) -> list[PointPromp
 class ClickInstances:
     """Foreground from the layer model, objects from clicks on it."""
 
-    def __init__(self, predictor: SinglePassPredictor, layers, points_per_side: int, min_area: float) -> None:
+    def __init__(
+        self, predictor: SinglePassPredictor, layers, points_per_side: int, min_area: float, grabcut: bool = False
+    ) -> None:
         self.predictor = predictor
         self.layers = layers  # anything with segment(image, seed) -> objects with amodal_mask
         self.points_per_side = points_per_side
         self.min_area = min_area
+        self.grabcut = grabcut  # the prompt path's GrabCut refinement of each click's mask
 
     def visible_masks(self, image: np.ndarray, seed: int = 0) -> list[np.ndarray]:
         height, width = image.shape[:2]
@@ -53,7 +56,7 @@ class ClickInstances:
             batch, pending = pending[:BATCH], pending[BATCH:]
             results = self.predictor.predict_clicks(image, batch)
             for click, result in zip(batch, results):
-                mask = self.predictor.visible_in_frame(result, click, height, width, image)
+                mask = self.predictor.visible_in_frame(result, click, height, width, image if self.grabcut else None)
                 masks.append(mask)
                 scores.append(result.visible_iou)
                 covered |= mask
