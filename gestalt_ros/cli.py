@@ -181,6 +181,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         image_size=args.size,
         width=args.width,
         prompt=args.prompt,
+        annotations=args.annotations,
+        images_root=args.images_root,
     )
     print(json.dumps(numbers, indent=2))
     return 0
@@ -319,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=256, help="rendered scene side, pixels (the frame's height)")
     p.add_argument("--width", type=int, default=0, help="pad frames to this width (--size 480 --width 640: VGA)")
     p.add_argument("--prompt", choices=PROMPT_KINDS, default="mask", help="visible mask, box, or innermost click")
+    p.add_argument(
+        "--annotations", type=Path, help="time the objects of this evaluation set instead (as eval reads it)"
+    )
+    p.add_argument("--images-root", type=Path, help="with --annotations: where its images are")
     _add_pipeline_args(p)
     p.set_defaults(func=_cmd_bench)
 

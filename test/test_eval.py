@@ -94,6 +94,16 @@ def test_bench_prints_numbers(ycb_root, tiny_pipeline_config):
     assert set(out["stage_seconds_mean"]) == {"set_image", "visible", "completion", "amodal", "recognition"}
 
 
+def test_bench_times_the_objects_of_an_evaluation_set(coffee_cocoa, tiny_pipeline_config):
+    from gestalt_ros.eval.bench import run_bench
+
+    out = run_bench(tiny_pipeline_config, objects=3, warmup=1, prompt="box", annotations=coffee_cocoa)
+    assert out["objects"] == 3, "a set of two objects is cycled to the count asked for"
+    assert out["frame"] == [600, 400] and out["prompt"] == "box", "at the photo's own resolution"
+    with pytest.raises(ValueError, match="no objects"):
+        run_bench(tiny_pipeline_config, objects=1, warmup=0, annotations=coffee_cocoa / "missing")
+
+
 def test_cocoa_files_are_read(coffee_cocoa):
     data = load_annotations(coffee_cocoa, coffee_cocoa)
     assert not data.issues and [o.name for o in data.objects] == ["espresso cup", "dish"]

@@ -3,7 +3,8 @@
 Speed targets are checked here, by numbers a person reads, not by timed unit tests.
 Objects are held-out synthetic scenes' objects (rendered before timing starts), prompted
 as in ``eval`` (``prompt``: visible mask, box or innermost click), so the benchmark needs no
-data beyond the bundled YCB meshes. ``width`` pads each square render to a camera frame
+data beyond the bundled YCB meshes; or, with ``annotations``, the objects of an evaluation
+set (your own photos, in any format ``eval`` reads). ``width`` pads each square render to a camera frame
 (640 at 480: VGA) so the stages run at the resolution a robot's camera gives them.
 """
 
@@ -13,6 +14,7 @@ import dataclasses
 import platform
 import resource
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -42,6 +44,27 @@ def _objects(n: int, seed: int, image_size: int, width: int) -> list[tuple[np.nd
     return out[:n]
 
 
+def _annotated_objects(annotations: Path, images_root: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The first ``n`` objects of an evaluation set (as ``eval`` reads it), cycled if it has fewer."""
+    import cv2
+
+    from gestalt_ros.eval.annotations import iter_images, load_annotations
+
+    data = load_annotations(annotations, images_root)
+    out: list[tuple[np.ndarray, np.ndarray]] = []
+    for path, group in iter_images(data.objects):
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"{path}: image missing or unreadable")
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        out += [(image, o.visible) for o in group if o.visible.shape == image.shape[:2]]
+        if len(out) >= n:
+            break
+    if not out:
+        raise ValueError(f"{annotations}: no objects to time")
+    return [out[i % len(out)] for i in range(n)]
+
+
 def _machine(config: GestaltConfig) -> dict:
     return {
         # ru_maxrss is in KiB on Linux: the process's high-water mark, models and rendering included
@@ -60,9 +83,16 @@ def run_bench(
     image_size: int = 256,
     width: int = 0,
     prompt: str = "mask",
+    annotations: Path | None = None,
+    images_root: Path | None = None,
 ) -> dict:
-    """Time ``objects`` prompted objects after ``warmup`` untimed ones."""
-    data = _objects(objects + warmup, seed, image_size, width)
+    """Time ``objects`` prompted objects after ``warmup`` untimed ones: held-out renders, or the
+    objects of an evaluation set (``annotations``) at their own resolution."""
+    if annotations is not None:
+        root = images_root or (annotations if annotations.is_dir() else annotations.parent)
+        data = _annotated_objects(annotations, root, objects + warmup)
+    else:
+        data = _objects(objects + warmup, seed, image_size, width)
     pipeline = GestaltPipeline.from_config(config)
     for image, visible in data[:warmup]:
         pipeline(image, prompt_from_mask(prompt, visible))
