@@ -3,9 +3,10 @@
 Speed targets are checked here, by numbers a person reads, not by timed unit tests.
 Objects are held-out synthetic scenes' objects (rendered before timing starts), prompted
 as in ``eval`` (``prompt``: visible mask, box or innermost click), so the benchmark needs no
-data beyond the bundled YCB meshes; or, with ``annotations``, the objects of an evaluation
-set (your own photos, in any format ``eval`` reads). ``width`` pads each square render to a camera frame
-(640 at 480: VGA) so the stages run at the resolution a robot's camera gives them.
+data beyond the bundled YCB meshes. ``width`` pads each square render to a camera frame
+(640 at 480: VGA) so the stages run at the resolution a robot's camera gives them. With
+``annotations`` it times the objects of an evaluation set instead (your own photos, in any
+format ``eval`` reads), at their own resolution.
 """
 
 from __future__ import annotations
