@@ -261,6 +261,7 @@ class _Player:
         }
         # RELIABLE, depth 1, reaches the best-effort /clock readers of rclpy and rclcpp nodes too
         self._clock = self.node.create_publisher(Clock, "/clock", reliable_qos(depth=1)) if clock else None
+        self._clock_ns = 0  # the last /clock published: the output bag's receive time with --clock
         self._cv = threading.Condition()
         self._pending: collections.Counter = collections.Counter()  # (kind, sec, nanosec) -> prompts unanswered
         self._last_answer = 0.0  # time.monotonic() of the last answer
@@ -288,6 +289,9 @@ class _Player:
                 f"no gestalt_node subscribed to {', '.join(self._publishers)} within {timeout:g} s: is it running, "
                 f"in namespace {self.namespace} (--namespace), with this ROS_DOMAIN_ID?",
             )
+            if self._clock is not None:
+                with Reader(bag) as reader:
+                    self._clock_ns = reader.start_time  # for what arrives before the first /clock
             with Writer(out, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
                 try:
                     subscriptions = self._record(writer, outputs)
@@ -328,7 +332,8 @@ class _Player:
 
         def callback(name: str, connection):
             def record(raw: bytes) -> None:
-                writer.write(connection, time.time_ns(), raw)
+                # Received at the replay's /clock (as `ros2 bag record --use-sim-time`), else the wall clock.
+                writer.write(connection, self._clock_ns if self._clock is not None else time.time_ns(), raw)
                 self.summary.recorded[name] += 1
                 if name == topics.OBJECTS:
                     self._answered(json.loads(deserialize_message(raw, String).data))
@@ -424,6 +429,7 @@ class _Player:
 
         sec, nanosec = divmod(stamp_ns, 1_000_000_000)
         self._clock.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
+        self._clock_ns = stamp_ns
 
     def _finish(self, timeout: float) -> None:
         """Wait for the last answers, then for a status message that counts them."""

@@ -184,6 +184,13 @@ def test_clock_drives_a_node_on_use_sim_time(nodes, tmp_path: Path, scene_image)
         assert start <= stamp <= end, (stamp, start, end)
     answers = [json.loads(m.data) for m in recorded[f"{ns}/objects"]]
     assert sorted(a["header"]["stamp"]["sec"] * SEC + a["header"]["stamp"]["nanosec"] for a in answers) == stamps
+    with Reader(summary.output_bag) as reader:
+        received = [t for _, t, _ in reader.messages()]
+    assert start <= min(received) and max(received) <= end, (
+        "the outputs are recorded at the bag's time, as received under /clock",
+        min(received),
+        max(received),
+    )
 
 
 def test_bags_that_cannot_be_replayed_are_one_line_errors(tmp_path: Path, scene_image, capsys) -> None:
