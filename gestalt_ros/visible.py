@@ -44,7 +44,7 @@ class GrabCutSegmenter:
             margin = max(x1 - x0, y1 - y0) // 4 + 4
             roi = (x0 - margin, y0 - margin, x1 + margin, y1 + margin)
             mask = self._grabcut(image, seed, roi)
-            return mask if mask.any() else _box_mask(h, w, (x0, y0, x1, y1))
+            return mask if mask.any() else box_region(prompt, h, w)
         assert isinstance(prompt, PointPrompt)
         cx, cy = int(prompt.x), int(prompt.y)
         half = max(int(self.config.click_window * min(h, w) / 2), 4)
@@ -84,20 +84,25 @@ def grabcut(
         sub[[0, -1], :] = cv2.GC_PR_BGD
         sub[:, [0, -1]] = cv2.GC_PR_BGD
     out = np.zeros((h, w), bool)
-    if not ((sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)).any():
+    if not _object(sub).any():
         # No object colour to model (an object lost in the shrink, or none seeded): the seed stands.
-        out[y0:y1, x0:x1] = (seed[y0:y1, x0:x1] == cv2.GC_FGD) | (seed[y0:y1, x0:x1] == cv2.GC_PR_FGD)
+        out[y0:y1, x0:x1] = _object(seed[y0:y1, x0:x1])
         return out
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     # GrabCut seeds its colour models by k-means from OpenCV's random generator (per thread):
     # seeded here, the same image and prompt give the same mask whatever ran before.
     cv2.setRNGSeed(0)
     cv2.grabCut(region, sub, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
-    found = (sub == cv2.GC_FGD) | (sub == cv2.GC_PR_FGD)
+    found = _object(sub)
     if shrink < 1.0:
         found = cv2.resize(found.astype(np.float32), (x1 - x0, y1 - y0), interpolation=cv2.INTER_LINEAR) > 0.5
     out[y0:y1, x0:x1] = found
     return out
+
+
+def _object(labels: np.ndarray) -> np.ndarray:
+    """The pixels GrabCut's labels call object, certain or probable."""
+    return (labels == cv2.GC_FGD) | (labels == cv2.GC_PR_FGD)
 
 
 def seed_from_probability(probability: np.ndarray, threshold: float, sure: float) -> np.ndarray:
@@ -115,7 +120,9 @@ def _component_at(mask: np.ndarray, x: int, y: int) -> np.ndarray:
     return labels == labels[y, x]
 
 
-def _box_mask(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
-    mask = np.zeros((h, w), bool)
-    mask[box[1] : box[3], box[0] : box[2]] = True
-    return mask
+def box_region(box: BoxPrompt, height: int, width: int) -> np.ndarray:
+    """The pixels of the image inside ``box`` (at least one)."""
+    region = np.zeros((height, width), bool)
+    x0, y0 = max(int(np.floor(box.x0)), 0), max(int(np.floor(box.y0)), 0)
+    region[y0 : max(int(np.ceil(box.y1)), y0 + 1), x0 : max(int(np.ceil(box.x1)), x0 + 1)] = True
+    return region

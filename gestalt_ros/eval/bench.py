@@ -47,17 +47,13 @@ def _objects(n: int, seed: int, image_size: int, width: int) -> list[tuple[np.nd
 
 def _annotated_objects(annotations: Path, images_root: Path, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """The first ``n`` objects of an evaluation set (as ``eval`` reads it), cycled if it has fewer."""
-    import cv2
-
     from gestalt_ros.eval.annotations import iter_images, load_annotations
+    from gestalt_ros.segment import read_rgb
 
     data = load_annotations(annotations, images_root)
     out: list[tuple[np.ndarray, np.ndarray]] = []
     for path, group in iter_images(data.objects):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"{path}: image missing or unreadable")
-        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        image = read_rgb(path)
         out += [(image, o.visible) for o in group if o.visible.shape == image.shape[:2]]
         if len(out) >= n:
             break

@@ -27,7 +27,7 @@ from gestalt_ros.single_pass.model import SinglePassNet
 from gestalt_ros.single_pass.prompting import box_window, click_window, image_tensor, object_window, prompt_maps
 from gestalt_ros.timing import timed
 from gestalt_ros.types import AmodalEstimate, BoxPrompt, MaskPrompt, PointPrompt, Prompt
-from gestalt_ros.visible import grabcut, seed_from_probability
+from gestalt_ros.visible import box_region, grabcut, seed_from_probability
 
 
 @dataclass
@@ -143,7 +143,7 @@ class SinglePassPredictor:
         if image is not None and options.grabcut_refine:
             seed = seed_from_probability(probability, options.mask_threshold, options.grabcut_sure)
             if isinstance(prompt, BoxPrompt):
-                seed[~_box_region(prompt, height, width)] = cv2.GC_BGD
+                seed[~box_region(prompt, height, width)] = cv2.GC_BGD
             refined = grabcut(
                 image, seed, result.window.clipped(height, width), options.grabcut_iterations, options.grabcut_side
             )
@@ -151,7 +151,7 @@ class SinglePassPredictor:
                 mask = refined
         if isinstance(prompt, PointPrompt):
             return _part_at_click(mask, prompt)
-        return mask if mask.any() else _box_region(prompt, height, width)
+        return mask if mask.any() else box_region(prompt, height, width)
 
 
 def _kept(refined: np.ndarray, network: np.ndarray, prompt: Prompt, min_iou: float) -> bool:
@@ -160,14 +160,6 @@ def _kept(refined: np.ndarray, network: np.ndarray, prompt: Prompt, min_iou: flo
     if not refined.any() or (isinstance(prompt, PointPrompt) and not refined[int(prompt.y), int(prompt.x)]):
         return False
     return np.logical_and(refined, network).sum() >= min_iou * np.logical_or(refined, network).sum()
-
-
-def _box_region(box: BoxPrompt, height: int, width: int) -> np.ndarray:
-    """The pixels of the image inside ``box`` (at least one)."""
-    region = np.zeros((height, width), bool)
-    x0, y0 = max(int(np.floor(box.x0)), 0), max(int(np.floor(box.y0)), 0)
-    region[y0 : max(int(np.ceil(box.y1)), y0 + 1), x0 : max(int(np.ceil(box.x1)), x0 + 1)] = True
-    return region
 
 
 def _part_at_click(mask: np.ndarray, click: PointPrompt) -> np.ndarray:
