@@ -306,6 +306,10 @@ class RosConfig:
     image_depth: int = 1
     # Images kept so that a prompt can find the frame with its own stamp.
     image_cache_size: int = 30
+    # Seconds a prompt whose image has not arrived yet waits for it (a frame and its prompt
+    # travel on separate topics, so the prompt can come first); an image stamped after the
+    # prompt ends the wait early. Then it is served on the latest image, flagged; 0: no wait.
+    frame_wait: float = 0.25
     # Prompts waiting for the worker; the oldest is dropped (and counted) beyond this.
     max_pending_prompts: int = 8
     # Frames larger than this are rejected (and counted) instead of processed.
@@ -322,6 +326,7 @@ class RosConfig:
         _check_choice("ros.image_reliability", self.image_reliability, RELIABILITIES)
         _check_range("ros.image_depth", self.image_depth, 1, 1000)
         _check_range("ros.image_cache_size", self.image_cache_size, 1, 10_000)
+        _check_range("ros.frame_wait", self.frame_wait, 0.0, 60.0)
         _check_range("ros.max_pending_prompts", self.max_pending_prompts, 1, 10_000)
         _check_range("ros.max_image_bytes", self.max_image_bytes, 1, 2**31 - 1)
         _check_range("ros.status_period", self.status_period, 0.01, 3600.0)

@@ -38,6 +38,7 @@ class Counters:
             "rejected": collections.Counter(),
             "failed": 0,
             "dropped": 0,
+            "awaited_frame": 0,  # arrived before their image and waited for it (ros.frame_wait)
             "fell_back_to_latest": 0,
         }
         # Scene mode: valid frames that arrived while active, those skipped by scene.every_n,

@@ -36,6 +36,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PointStamped, PolygonStamped
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -146,6 +147,17 @@ class _Job:
 
 
 @dataclass
+class _Request:
+    """A converted prompt before it is checked against its frame (maybe still waiting for it)."""
+
+    kind: str
+    prompt: Prompt
+    header: Header
+    described: dict  # the prompt as the ``objects`` entry names it, fell_back_to_latest false
+    arrived: float  # time.perf_counter() when the prompt arrived
+
+
+@dataclass
 class _SceneFrame:
     """One image to segment in scene mode."""
 
@@ -173,6 +185,7 @@ class GestaltNode(LifecycleNode):
         self._ids = itertools.count()  # objects entry ids; next() is atomic under the GIL
         self._cache: collections.OrderedDict[tuple[int, int], tuple[Header, np.ndarray]] = collections.OrderedDict()
         self._cache_lock = threading.Lock()
+        self._awaiting: list[_Request] = []  # prompts waiting for their image (under _cache_lock)
         self._jobs: collections.deque[_Job] = collections.deque()
         self._jobs_cv = threading.Condition()
         self._scene_next: _SceneFrame | None = None  # the scene frame waiting for the worker (under _jobs_cv)
@@ -259,6 +272,10 @@ class GestaltNode(LifecycleNode):
             self.create_subscription(Image, topics.PROMPT_MASK, self._on_mask, reliable_qos()),
             self.create_timer(ros.status_period, self._publish_status),
         ]
+        if ros.frame_wait > 0:  # on the steady clock: the wait is for transport, whatever /clock does
+            steady = Clock(clock_type=ClockType.STEADY_TIME)
+            period = min(0.05, max(0.005, ros.frame_wait / 5))
+            self._entities.append(self.create_timer(period, self._expire_awaiting, clock=steady))
         if self.scene_mode:
             self._pub_visible_ids = self.create_lifecycle_publisher(Image, topics.SCENE_VISIBLE_IDS, out)
             self._pub_scene_overlay = self.create_lifecycle_publisher(Image, topics.SCENE_OVERLAY, out)
@@ -294,10 +311,14 @@ class GestaltNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._active = False
+        with self._cache_lock:
+            awaiting, self._awaiting = self._awaiting, []
         with self._jobs_cv:
             pending = list(self._jobs)
             self._jobs.clear()
             waiting, self._scene_next = self._scene_next, None
+        for request in awaiting:
+            self._publish_error(request.described, "dropped: the node was deactivated", request.header)
         for job in pending:
             self._publish_error(job.describe(), "dropped: the node was deactivated", job.image_header)
         if waiting is not None:
@@ -328,6 +349,7 @@ class GestaltNode(LifecycleNode):
         self._entities = []
         with self._cache_lock:
             self._cache.clear()
+            self._awaiting = []
         loaded = self.pipeline is not None or self.scene_pipeline is not None
         cuda = loaded and self._device().startswith("cuda")
         self.pipeline = None
@@ -365,6 +387,10 @@ class GestaltNode(LifecycleNode):
                 self._cache.move_to_end(key)
                 while len(self._cache) > self.config.ros.image_cache_size:
                     self._cache.popitem(last=False)
+                ended = [r for r in self._awaiting if convert.stamp_key(r.header) <= key]
+                self._awaiting = [r for r in self._awaiting if convert.stamp_key(r.header) > key]
+            for request in ended:  # its own frame, or a later one: its own was lost
+                self._serve(request, (header, rgb) if convert.stamp_key(request.header) == key else None)
             if self.scene_mode and self._active:
                 self._offer_scene(_SceneFrame(header, rgb, arrived))
 
@@ -391,7 +417,7 @@ class GestaltNode(LifecycleNode):
         self._on_prompt("mask", msg.header, lambda: MaskPrompt(convert.image_to_mask(msg)))
 
     def _on_prompt(self, kind: str, header: Header, make_prompt: Callable[[], Prompt]) -> None:
-        """Convert, find the prompt's frame, check the prompt against it, and hand it to the worker.
+        """Convert, find the prompt's frame (or wait for it, ``ros.frame_wait``), then ``_serve`` it.
 
         A prompt that cannot be served is counted, logged and answered on ``objects`` with an
         entry whose ``error`` says why, so a client never waits for an answer that will not come.
@@ -400,43 +426,75 @@ class GestaltNode(LifecycleNode):
         self.counters.prompt("received")
         stamp = convert.stamp_key(header)
         request = {"kind": kind, "stamp": convert.stamp_json(header)}
-        reply_header = header
         if not self._active:
             self.counters.prompt("rejected", "inactive")
             self.get_logger().warning(f"{kind} prompt refused: the node is not active", throttle_duration_sec=1.0)
             return
         if self.config.mode == "scene":
             text = "the node runs in mode scene, which answers no prompts (mode prompt or both does)"
-            self._reject(kind, stamp, "scene_mode", text, request, reply_header)
+            self._reject(kind, stamp, "scene_mode", text, request, header)
             return
         try:
             prompt = make_prompt()
-            request = objects_json.describe_prompt(prompt, request["stamp"])
-            with self._cache_lock:
-                frame = self._cache.get(stamp)
-                fell_back = frame is None and bool(self._cache)
-                if fell_back:
-                    frame = self._cache[next(reversed(self._cache))]
-            if frame is None:
-                self._reject(kind, stamp, "no_image", "arrived before any image", request, reply_header)
-                return
-            image_header, rgb = frame
-            reply_header = image_header
-            request["fell_back_to_latest"] = fell_back
-            if fell_back:
-                self.counters.prompt("fell_back_to_latest")
-                self.get_logger().warning(
-                    f"{kind} prompt stamped {stamp}: no cached image with that stamp; using the latest "
-                    f"image, stamped {convert.stamp_key(image_header)}",
-                    throttle_duration_sec=1.0,
-                )
-            prompt = check_prompt(prompt, *rgb.shape[:2])
         except convert.ImageError as err:
-            self._reject(kind, stamp, f"mask_{err.reason}", str(err), request, reply_header)
+            self._reject(kind, stamp, f"mask_{err.reason}", str(err), request, header)
+            return
+        described = objects_json.describe_prompt(prompt, request["stamp"])
+        pending = _Request(kind, prompt, convert.copy_header(header), described, arrived)
+        with self._cache_lock:
+            frame = self._cache.get(stamp)
+            if frame is None and self._may_still_arrive(stamp):
+                self._awaiting.append(pending)
+                self.counters.prompt("awaited_frame")
+                return
+        self._serve(pending, frame)
+
+    def _may_still_arrive(self, stamp: tuple[int, int]) -> bool:
+        """Whether a prompt's uncached frame may still come (under ``_cache_lock``).
+
+        Not when the stamp lies inside the cached span: its frame was lost between cached ones.
+        Otherwise it may be in flight (newer than the cache), or a stream restarted (a bag
+        played again), so the prompt waits up to ``ros.frame_wait`` for it.
+        """
+        if self.config.ros.frame_wait <= 0:
+            return False
+        return not self._cache or not min(self._cache) <= stamp <= max(self._cache)
+
+    def _expire_awaiting(self) -> None:
+        """Serve, on the latest image, prompts that waited ``ros.frame_wait`` for theirs in vain."""
+        deadline = time.perf_counter() - self.config.ros.frame_wait
+        with self._cache_lock:
+            expired = [r for r in self._awaiting if r.arrived <= deadline]
+            self._awaiting = [r for r in self._awaiting if r.arrived > deadline]
+        for request in expired:
+            self._serve(request, None)
+
+    def _serve(self, request: _Request, frame: tuple[Header, np.ndarray] | None) -> None:
+        """Check a prompt against its frame (None: it has none, so the latest, flagged) and hand it on."""
+        stamp = convert.stamp_key(request.header)
+        fell_back = frame is None
+        if fell_back:
+            with self._cache_lock:
+                frame = self._cache[next(reversed(self._cache))] if self._cache else None
+        if frame is None:
+            text = f"no image before it or within ros.frame_wait ({self.config.ros.frame_wait} s)"
+            self._reject(request.kind, stamp, "no_image", text, request.described, request.header)
+            return
+        image_header, rgb = frame
+        described = {**request.described, "fell_back_to_latest": fell_back}
+        if fell_back:
+            self.counters.prompt("fell_back_to_latest")
+            self.get_logger().warning(
+                f"{request.kind} prompt stamped {stamp}: no cached image with that stamp; using the latest "
+                f"image, stamped {convert.stamp_key(image_header)}",
+                throttle_duration_sec=1.0,
+            )
+        try:
+            prompt = check_prompt(request.prompt, *rgb.shape[:2])
         except PromptError as err:
-            self._reject(kind, stamp, "invalid_prompt", str(err), request, reply_header)
+            self._reject(request.kind, stamp, "invalid_prompt", str(err), described, image_header)
         else:
-            self._enqueue(_Job(kind, prompt, convert.copy_header(header), image_header, rgb, fell_back, arrived))
+            self._enqueue(_Job(request.kind, prompt, request.header, image_header, rgb, fell_back, request.arrived))
 
     def _reject(self, kind: str, stamp: tuple[int, int], reason: str, text: str, request: dict, head: Header) -> None:
         self.counters.prompt("rejected", reason)
