@@ -439,6 +439,9 @@ class GestaltNode(LifecycleNode):
         except convert.ImageError as err:
             self._reject(kind, stamp, f"mask_{err.reason}", str(err), request, header)
             return
+        except PromptError as err:  # a polygon that is no box
+            self._reject(kind, stamp, "invalid_prompt", str(err), request, header)
+            return
         described = objects_json.describe_prompt(prompt, request["stamp"])
         pending = _Request(kind, prompt, convert.copy_header(header), described, arrived)
         with self._cache_lock:
