@@ -81,7 +81,8 @@ class NodeClient:
         self.prompt_pub = self.peer.create_publisher(*kind, reliable)
         header = Header(stamp=Time(sec=1, nanosec=0), frame_id="camera")
         deadline = time.monotonic() + 120
-        while self.prompt_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        publishers = (image_pub, self.prompt_pub)  # an image sent before its match is lost
+        while not all(p.get_subscription_count() for p in publishers) and time.monotonic() < deadline:
             rclpy.spin_once(self.peer, timeout_sec=0.1)
         image_pub.publish(convert.rgb_to_image(image, header))
         time.sleep(0.5)
