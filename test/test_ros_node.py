@@ -311,73 +311,71 @@ def test_unknown_stamp_falls_back_to_latest_image_and_is_counted(start, scene_im
     assert peer.wait_status(lambda s: s["prompts"]["processed"] == 1)["prompts"]["fell_back_to_latest"] == 1
 
 
-def _one_cached_image(peer: Peer, image: np.ndarray, *headers: Header) -> None:
+def _cache_images(peer: Peer, image: np.ndarray, *headers: Header) -> None:
     for n, header in enumerate(headers, start=1):
         peer.send_image(image, header)
         peer.wait_status(lambda s, n=n: s["images"]["received"] == n)
 
 
+def _first_answer_source(peer: Peer) -> tuple[str, bool]:
+    """The frame_id of the image the first answer was served on, and whether it fell back."""
+    peer.wait_outputs(1)
+    answer = peer.answers()[0]
+    return answer["header"]["frame_id"], answer["prompt"]["fell_back_to_latest"]
+
+
+def _prompt_waiting_for_its_image(start, image: np.ndarray) -> tuple[GestaltNode, Peer]:
+    """A node (ros.frame_wait 30 s) with frame (1, 0) cached and a click stamped (5, 0) waiting for its frame."""
+    node, peer = start(**{"ros.frame_wait": 30.0})
+    _cache_images(peer, image, _header(1, 0, "previous"))
+    peer.send_point(24, 24, _header(5, 0, "cam"))
+    peer.wait_status(lambda s: s["prompts"]["awaited_frame"] == 1)
+    return node, peer
+
+
 def test_a_prompt_that_arrives_before_its_image_waits_for_it(start, scene_image) -> None:
     """A frame and its prompt travel on separate topics: the prompt may come first (seen in CI)."""
     image, _ = scene_image
-    _, peer = start(**{"ros.frame_wait": 30.0})
-    _one_cached_image(peer, image, _header(1, 0, "previous"))
-    peer.send_point(24, 24, _header(5, 0, "cam"))
-    peer.wait_status(lambda s: s["prompts"]["awaited_frame"] == 1)
+    _, peer = _prompt_waiting_for_its_image(start, image)
     assert not peer.received[topics.OBJECTS], "served before its image came"
     peer.send_image(image, _header(5, 0, "own"))
-    peer.wait_outputs(1)
-    answer = peer.answers()[0]
-    assert answer["header"]["frame_id"] == "own" and not answer["prompt"]["fell_back_to_latest"]
+    assert _first_answer_source(peer) == ("own", False)
     assert peer.wait_status(lambda s: s["prompts"]["processed"] == 1)["prompts"]["fell_back_to_latest"] == 0
-
-
-def test_without_a_frame_wait_such_a_prompt_takes_the_latest_image(start, scene_image) -> None:
-    image, _ = scene_image
-    _, peer = start(**{"ros.frame_wait": 0.0})
-    _one_cached_image(peer, image, _header(1, 0, "previous"))
-    peer.send_point(24, 24, _header(5, 0, "cam"))
-    peer.wait_outputs(1)
-    assert peer.answers()[0]["header"]["frame_id"] == "previous" and peer.answers()[0]["prompt"]["fell_back_to_latest"]
-    assert peer.status()["prompts"]["awaited_frame"] == 0
 
 
 def test_the_wait_ends_at_frame_wait_or_at_a_later_image(start, scene_image) -> None:
     image, _ = scene_image
     _, peer = start(**{"ros.frame_wait": 0.5})
-    _one_cached_image(peer, image, _header(1, 0, "previous"))
+    _cache_images(peer, image, _header(1, 0, "previous"))
     sent = time.monotonic()
     peer.send_point(24, 24, _header(5, 0, "cam"))
-    peer.wait_outputs(1)
+    assert _first_answer_source(peer) == ("previous", True)
     assert time.monotonic() - sent >= 0.5, "served before ros.frame_wait passed"
-    assert peer.answers()[0]["header"]["frame_id"] == "previous" and peer.answers()[0]["prompt"]["fell_back_to_latest"]
 
-    _, peer = start(**{"ros.frame_wait": 30.0})  # its frame was lost: the next one ends the wait
-    _one_cached_image(peer, image, _header(1, 0, "previous"))
-    peer.send_point(24, 24, _header(5, 0, "cam"))
-    peer.wait_status(lambda s: s["prompts"]["awaited_frame"] == 1)
+    _, peer = _prompt_waiting_for_its_image(start, image)  # its frame was lost: the next one ends the wait
     peer.send_image(image, _header(6, 0, "later"))
-    peer.wait_outputs(1)  # well within the 30 s wait
-    assert peer.answers()[0]["header"]["frame_id"] == "later" and peer.answers()[0]["prompt"]["fell_back_to_latest"]
+    assert _first_answer_source(peer) == ("later", True)  # well within the 30 s wait
 
 
-def test_a_prompt_inside_the_cached_span_does_not_wait(start, scene_image) -> None:
-    """Its frame came between two cached ones and was lost: nothing to wait for."""
+@pytest.mark.parametrize(
+    ("frame_wait", "cached", "prompt_sec"),
+    [
+        pytest.param(0.0, (1,), 5, id="no frame wait"),
+        pytest.param(30.0, (1, 3), 2, id="inside the cached span: its frame was lost between two"),
+    ],
+)
+def test_a_prompt_that_does_not_wait_takes_the_latest_image(start, scene_image, frame_wait, cached, prompt_sec) -> None:
     image, _ = scene_image
-    _, peer = start(**{"ros.frame_wait": 30.0})
-    _one_cached_image(peer, image, _header(1, 0, "older"), _header(3, 0, "latest"))
-    peer.send_point(24, 24, _header(2, 0, "cam"))
-    peer.wait_outputs(1)
-    assert peer.answers()[0]["header"]["frame_id"] == "latest" and peer.answers()[0]["prompt"]["fell_back_to_latest"]
+    _, peer = start(**{"ros.frame_wait": frame_wait})
+    _cache_images(peer, image, *(_header(sec, 0, f"cam{sec}") for sec in cached))
+    peer.send_point(24, 24, _header(prompt_sec, 0, "cam"))
+    assert _first_answer_source(peer) == (f"cam{cached[-1]}", True)  # within 10 s, so no 30 s wait
     assert peer.status()["prompts"]["awaited_frame"] == 0
 
 
 def test_a_prompt_waiting_for_its_image_is_answered_on_deactivate(start, scene_image) -> None:
     image, _ = scene_image
-    node, peer = start(**{"ros.frame_wait": 30.0})
-    _one_cached_image(peer, image, _header(1, 0, "previous"))
-    peer.send_point(24, 24, _header(5, 0, "cam"))
-    peer.wait_status(lambda s: s["prompts"]["awaited_frame"] == 1)
+    node, peer = _prompt_waiting_for_its_image(start, image)
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert peer.spin_until(lambda: len(peer.errors()) == 1)
     assert "deactivated" in peer.errors()[0]["error"] and peer.errors()[0]["prompt"]["stamp"]["sec"] == 5
