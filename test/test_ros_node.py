@@ -537,6 +537,19 @@ def test_main_help_lists_parameters_and_rejects_stray_arguments(capsys) -> None:
     assert info.value.code == 2
 
 
+@pytest.mark.parametrize(("interrupted", "code"), [(True, 0), (False, 1)])
+def test_main_exits_cleanly_on_ctrl_c_while_configuring(monkeypatch, interrupted, code) -> None:
+    """Ctrl-C during the model load shuts the context down and fails configure: exit 0, not an error."""
+
+    def configure(node) -> TransitionCallbackReturn:
+        if interrupted:
+            rclpy.shutdown()  # what rclpy's SIGINT handler does
+        return TransitionCallbackReturn.FAILURE
+
+    monkeypatch.setattr(GestaltNode, "trigger_configure", configure)
+    assert main([]) == code
+
+
 @contextlib.contextmanager
 def _node_in_own_process(config: GestaltConfig, tmp_path: Path, *ros_args: str, env=None, **peer_kwargs):
     """``gestalt_node`` in a subprocess (conftest's ``node_in_own_process``) and a ``Peer`` here.

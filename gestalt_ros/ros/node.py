@@ -738,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         node.get_logger().info(f"{profile_note} (rmw: {rclpy.get_rmw_implementation_identifier()})")
         # no lifecycle manager needed: configure and activate as the node starts (as yolo_ros does)
         if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-            return 1
+            return 0 if not rclpy.ok() else 1  # Ctrl-C while the models load is a clean stop
         node.trigger_activate()
         rclpy.spin(node)
     except (KeyboardInterrupt, ExternalShutdownException):
