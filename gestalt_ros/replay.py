@@ -289,10 +289,8 @@ class _Player:
                 f"no gestalt_node subscribed to {', '.join(self._publishers)} within {timeout:g} s: is it running, "
                 f"in namespace {self.namespace} (--namespace), with this ROS_DOMAIN_ID?",
             )
-            if self._clock is not None:
-                with Reader(bag) as reader:
-                    self._clock_ns = reader.start_time  # for what arrives before the first /clock
-            with Writer(out, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+            with Reader(bag) as reader, Writer(out, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+                self._clock_ns = reader.start_time  # with --clock, for what arrives before the first /clock
                 try:
                     subscriptions = self._record(writer, outputs)
                     awaited = [s for name, s in subscriptions.items() if name not in OPTIONAL_OUTPUTS]
@@ -302,10 +300,9 @@ class _Player:
                         f"a node reads {', '.join(self._publishers)}, but not all of gestalt_node's outputs "
                         f"({', '.join(s.topic_name for s in awaited)}) have a publisher within {timeout:g} s",
                     )
-                    with Reader(bag) as reader:
-                        connections = [c for c in reader.connections if c.topic in self.inputs]
-                        with tqdm(total=sum(c.msgcount for c in connections), desc="replaying", unit="msg") as bar:
-                            self._play(reader.messages(connections=connections), rate, timeout, bar)
+                    connections = [c for c in reader.connections if c.topic in self.inputs]
+                    with tqdm(total=sum(c.msgcount for c in connections), desc="replaying", unit="msg") as bar:
+                        self._play(reader.messages(connections=connections), rate, timeout, bar)
                     self._finish(timeout)
                 finally:
                     # Stop the callbacks (shutdown waits for a running one) before the bag closes: a

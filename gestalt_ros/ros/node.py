@@ -387,8 +387,7 @@ class GestaltNode(LifecycleNode):
                 self._cache.move_to_end(key)
                 while len(self._cache) > self.config.ros.image_cache_size:
                     self._cache.popitem(last=False)
-                ended = [r for r in self._awaiting if convert.stamp_key(r.header) <= key]
-                self._awaiting = [r for r in self._awaiting if convert.stamp_key(r.header) > key]
+                ended = self._take_awaiting(lambda r: convert.stamp_key(r.header) <= key)
             for request in ended:  # its own frame, or a later one: its own was lost
                 self._serve(request, (header, rgb) if convert.stamp_key(request.header) == key else None)
             if self.scene_mode and self._active:
@@ -467,10 +466,14 @@ class GestaltNode(LifecycleNode):
         """Serve, on the latest image, prompts that waited ``ros.frame_wait`` for theirs in vain."""
         deadline = time.perf_counter() - self.config.ros.frame_wait
         with self._cache_lock:
-            expired = [r for r in self._awaiting if r.arrived <= deadline]
-            self._awaiting = [r for r in self._awaiting if r.arrived > deadline]
+            expired = self._take_awaiting(lambda r: r.arrived <= deadline)
         for request in expired:
             self._serve(request, None)
+
+    def _take_awaiting(self, done: Callable[[_Request], bool]) -> list[_Request]:
+        """Remove and return the waiting prompts for which ``done`` holds (under ``_cache_lock``)."""
+        taken, self._awaiting = [r for r in self._awaiting if done(r)], [r for r in self._awaiting if not done(r)]
+        return taken
 
     def _serve(self, request: _Request, frame: tuple[Header, np.ndarray] | None) -> None:
         """Check a prompt against its frame (None: it has none, so the latest, flagged) and hand it on."""
