@@ -161,6 +161,19 @@ class AmodalConfig:
         _check_range("amodal.vote_threshold", self.vote_threshold, 0.0, 1.0)
 
 
+def _window_fractions(name: str, value: str) -> tuple[float, ...]:
+    """Comma-separated window sides (fractions of the image's shorter side), checked."""
+    try:
+        fractions = tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be comma-separated numbers such as '0.5,1.5', got {value!r}") from None
+    for f in fractions:
+        _check_range(f"{name} (each)", f, 0.1, 4.0)
+    if len(fractions) > 8:
+        raise ConfigError(f"{name} takes at most 8 windows, got {len(fractions)}")
+    return fractions
+
+
 @dataclass
 class SinglePassStageConfig:
     """The single-pass model (``visible.method`` or ``amodal.method`` ``single_pass``)."""
@@ -179,6 +192,12 @@ class SinglePassStageConfig:
     # comma-separated, tried in one batch (e.g. "0.5,1.5" for a camera so close that one
     # object can fill the frame, such as a wrist camera); empty: the model's own (0.5).
     click_windows: str = ""
+    # A click whose confidence (the product of its first and final passes' predicted IoUs) is
+    # below click_fallback_below also tries first windows of these sides (fractions of the
+    # shorter side, each refined likewise), and the most confident answer is kept: one window
+    # cannot frame both a cup and a phone that fills a third of the frame. Empty: off.
+    click_fallback_windows: str = "0.35,0.75,1.0,1.5"
+    click_fallback_below: float = 0.4
     # With visible.method single_pass, the network's amodal mask for a click or box (amodal
     # single_pass, or both) is the amodal head of the pass that found its visible mask (one
     # pass fewer); off: a second pass, prompted with that visible mask.
@@ -199,21 +218,17 @@ class SinglePassStageConfig:
 
     def window_fractions(self) -> tuple[float, ...]:
         """``click_windows`` as numbers; empty when the model's own windows apply."""
-        try:
-            fractions = tuple(float(v) for v in self.click_windows.split(",") if v.strip())
-        except ValueError:
-            raise ConfigError(
-                f"single_pass.click_windows must be comma-separated numbers such as '0.5,1.5', got {self.click_windows!r}"
-            ) from None
-        for f in fractions:
-            _check_range("single_pass.click_windows (each)", f, 0.1, 4.0)
-        if len(fractions) > 8:
-            raise ConfigError(f"single_pass.click_windows takes at most 8 windows, got {len(fractions)}")
-        return fractions
+        return _window_fractions("single_pass.click_windows", self.click_windows)
+
+    def fallback_fractions(self) -> tuple[float, ...]:
+        """``click_fallback_windows`` as numbers; empty: no fallback."""
+        return _window_fractions("single_pass.click_fallback_windows", self.click_fallback_windows)
 
     def validate(self) -> None:
         _check_choice("single_pass.click_first_pass", self.click_first_pass, ("best", "blend"))
         self.window_fractions()
+        self.fallback_fractions()
+        _check_range("single_pass.click_fallback_below", self.click_fallback_below, 0.0, 1.0)
         _check_range("single_pass.refine_passes", self.refine_passes, 0, 10)
         _check_range("single_pass.mask_threshold", self.mask_threshold, 0.01, 0.99)
         _check_range("single_pass.grabcut_sure", self.grabcut_sure, 0.5, 1.0)

@@ -184,6 +184,7 @@ def test_a_click_tries_each_window_then_refines(
         ]
     )
     predictor = single_pass_predictor(cfg)
+    predictor.options.click_fallback_windows = ""  # the fallback has its own test
     calls = []
     forward = predictor.forward
     predictor.forward = lambda *a: calls.append([w.width for w in a[2]]) or forward(*a)
@@ -193,6 +194,77 @@ def test_a_click_tries_each_window_then_refines(
     assert calls[0] == [max(round(f * min(visible.shape)), 16) for f in fractions]  # the first pass: each window
     assert [len(c) for c in calls[1:]] == later_passes
     assert predictor.visible_in_frame(result, click, *visible.shape).any()
+
+
+class _ScaleBlind:
+    """A stand-in network that sees a 160 px square whole only in windows of 180 px or more;
+    in smaller ones it answers a disc around the click (a part), with IoU estimates of 0.5."""
+
+    def __init__(self, resolution: int, whole_iou: float = 0.9) -> None:
+        self.resolution, self.whole_iou, self.calls = resolution, whole_iou, []
+        self.whole = np.zeros((200, 200), bool)
+        self.whole[20:180, 20:180] = True
+        self.part = np.hypot(*np.mgrid[-100:100, -100:100]) < 10
+
+    def __call__(self, image, prompts, windows):
+        from gestalt_ros.single_pass.predictor import PassResult
+
+        self.calls.append([w.width for w in windows])
+        out = []
+        for window in windows:
+            mask, estimate = (self.whole, self.whole_iou) if window.width >= 180 else (self.part, 0.5)
+            crop = window.crop_mask(mask, self.resolution).astype(np.float32)
+            out.append(PassResult(window, crop, crop, estimate, estimate))
+        return out
+
+
+@pytest.mark.parametrize(
+    "overrides, found",
+    [
+        ([], "whole"),  # a doubted part: the 1.0 and 1.5 windows see the object whole
+        (["single_pass.click_fallback_below=0"], "part"),  # no click is doubted
+        (["single_pass.click_fallback_windows="], "part"),  # off
+        (["single_pass.click_fallback_windows=0.35,0.75"], "part"),  # every window too small
+    ],
+)
+def test_a_doubted_click_tries_the_fallback_windows(tiny_single_pass_dir, overrides, found):
+    from gestalt_ros.single_pass.predictor import SinglePassPredictor
+
+    cfg = GestaltConfig().with_overrides(
+        ["single_pass.click_windows=0.5", "single_pass.grabcut_refine=false", *overrides]
+    )
+    options = cfg.single_pass
+    predictor = SinglePassPredictor.from_pretrained(tiny_single_pass_dir, options)
+    predictor.forward = network = _ScaleBlind(predictor.resolution)
+    click = PointPrompt(100, 100)
+    mask = predictor.visible_in_frame(predictor.predict(np.zeros((200, 200, 3), np.uint8), click), click, 200, 200)
+    assert iou(mask, getattr(network, found)) > 0.9
+    fallback = options.fallback_fractions() if options.click_fallback_below > 0.25 else ()
+    assert network.calls[0] == [100], "the 0.5 window first"
+    assert len(network.calls) == 2 + (2 if fallback else 0), "each fallback window is refined once, in one batch"
+    if fallback:
+        assert network.calls[2] == [round(f * 200) for f in fallback]
+
+
+def test_a_confident_click_keeps_its_answer_and_scene_clicks_never_fall_back(tiny_single_pass_dir):
+    from gestalt_ros.single_pass.predictor import SinglePassPredictor
+
+    options = GestaltConfig().with_overrides(["single_pass.click_windows=1.0"]).single_pass
+    predictor = SinglePassPredictor.from_pretrained(tiny_single_pass_dir, options)
+    image, click = np.zeros((200, 200, 3), np.uint8), PointPrompt(100, 100)
+    predictor.forward = network = _ScaleBlind(predictor.resolution)
+    assert iou(predictor.visible_in_frame(predictor.predict(image, click), click, 200, 200), network.whole) > 0.9
+    assert len(network.calls) == 2, "confidence 0.81: no fallback"
+    # Doubted (0.3 x 0.3), but the scene mode's grid clicks again where a mask is missing.
+    predictor.forward = network = _ScaleBlind(predictor.resolution, whole_iou=0.3)
+    predictor.options.click_windows = "0.5"
+    predictor.predict_clicks(image, [click], fallback=False)
+    assert len(network.calls) == 2
+    # The first answer is a candidate too: fallback answers less sure than it lose.
+    predictor.options.click_fallback_below = 0.3  # the part's 0.25 is doubted
+    network.calls.clear()
+    found = predictor.predict_clicks(image, [click])[0]
+    assert len(network.calls) == 4 and iou(predictor.visible_in_frame(found, click, 200, 200), network.part) > 0.9
 
 
 @pytest.mark.parametrize("prompt", [PointPrompt(70, 60), BoxPrompt(44, 34, 96, 86)])
@@ -262,9 +334,10 @@ def _far(mask: np.ndarray) -> np.ndarray:
     "windows, message",
     [("0.5,big", "comma-separated numbers"), ("0.05", "must lie in"), (",".join(["0.5"] * 9), "at most 8")],
 )
-def test_click_windows_are_checked(windows, message):
+@pytest.mark.parametrize("key", ["click_windows", "click_fallback_windows"])
+def test_click_windows_are_checked(windows, message, key):
     with pytest.raises(ConfigError, match=message):
-        GestaltConfig().with_overrides([f"single_pass.click_windows={windows}"])
+        GestaltConfig().with_overrides([f"single_pass.{key}={windows}"])
 
 
 @pytest.mark.parametrize("from_prompt_pass", [True, False])
@@ -278,6 +351,7 @@ def test_the_amodal_stage_reuses_the_pass_that_found_the_visible_mask(
             "visible.method=single_pass",
             "amodal.method=single_pass",
             "single_pass.refine_passes=1",
+            "single_pass.click_fallback_windows=",  # two passes a click, the last one answering
             f"single_pass.amodal_from_prompt_pass={from_prompt_pass}",
             "amodal.keep_attached=false",
         ]

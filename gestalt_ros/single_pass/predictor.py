@@ -5,7 +5,8 @@ answers. A click does not: the first pass tries the window sizes of
 ``single_pass.click_windows`` (else the model's ``click_windows``) around the click in one
 batch and keeps the window whose predicted visible IoU is highest (or, with
 ``single_pass.click_first_pass: blend``, averages the windows' maps weighted by it); each
-refinement pass then re-centres the window on the last visible mask, as a box is cut.
+refinement pass then re-centres the window on the last visible mask, as a box is cut. A
+click whose answer the network doubts tries the ``single_pass.click_fallback_windows`` too.
 
 Every pass predicts both masks, so when both stages are single-pass the amodal stage takes
 the amodal head of the pass that found the visible mask (``amodal_from_prompt_pass``)
@@ -85,28 +86,72 @@ class SinglePassPredictor:
         assert isinstance(prompt, PointPrompt)
         return self.predict_clicks(image, [prompt])[0]
 
-    def predict_clicks(self, image: np.ndarray, clicks: list[PointPrompt]) -> list[PassResult]:
-        """The click protocol for several checked clicks on ``image`` at once: each pass is one batch."""
+    def predict_clicks(self, image: np.ndarray, clicks: list[PointPrompt], fallback: bool = True) -> list[PassResult]:
+        """The click protocol for several checked clicks on ``image`` at once: each pass is one batch.
+
+        With ``fallback``, a click whose answer the network doubts tries the windows of
+        ``single_pass.click_fallback_windows`` too (see ``_fall_back``).
+        """
         height, width = image.shape[:2]
-        cfg = self.model.config
-        sides = [f * min(height, width) for f in self.options.window_fractions() or cfg.click_windows]
+        sides = [f * min(height, width) for f in self.options.window_fractions() or self.model.config.click_windows]
         first = self.forward(
             image, [c for c in clicks for _ in sides], [click_window(c.x, c.y, s) for c in clicks for s in sides]
         )
         tried = [first[i * len(sides) : (i + 1) * len(sides)] for i in range(len(clicks))]
+        # The first pass's IoU estimate, which with the final pass's is the answer's confidence.
+        first_iou = [max(p.visible_iou for p in passes) for passes in tried]
         if self.options.click_first_pass == "blend":
             # A blended map has no window of its own: one pass around it gives the answer's.
-            best = [None] * len(clicks)
             visible = [self._blend(passes, c, height, width) for passes, c in zip(tried, clicks)]
-            left = max(self.options.refine_passes, 1)
+            best = self._refine(image, clicks, visible, max(self.options.refine_passes, 1))
         else:
-            best, visible = [max(passes, key=lambda p: p.visible_iou) for passes in tried], [None] * len(clicks)
-            left = self.options.refine_passes
-        for _ in range(left):
+            best = [max(passes, key=lambda p: p.visible_iou) for passes in tried]
+            best = self._refine(image, clicks, best, self.options.refine_passes)
+        if fallback:
+            best = self._fall_back(image, clicks, best, first_iou)
+        return best
+
+    def _refine(
+        self, image: np.ndarray, clicks: list[PointPrompt], found: list[PassResult] | list[np.ndarray], passes: int
+    ) -> list[PassResult]:
+        """``passes`` passes per click, each re-centred on the last visible mask (given or found)."""
+        height, width = image.shape[:2]
+        for _ in range(passes):
             visible = [
-                v if b is None else self.visible_in_frame(b, c, height, width) for b, v, c in zip(best, visible, clicks)
+                f if isinstance(f, np.ndarray) else self.visible_in_frame(f, c, height, width)
+                for f, c in zip(found, clicks)
             ]
-            best = self.forward(image, clicks, [object_window(v, cfg.crop_scale) for v in visible])
+            found = self.forward(image, clicks, [object_window(v, self.model.config.crop_scale) for v in visible])
+        return found
+
+    def _fall_back(
+        self, image: np.ndarray, clicks: list[PointPrompt], best: list[PassResult], first_iou: list[float]
+    ) -> list[PassResult]:
+        """Try other first windows for the clicks whose confidence is below ``click_fallback_below``.
+
+        One window fits objects of one range of sizes: one that fills a third of a photo puts
+        a 0.5 window inside it, and that window's answer is a part. Each fallback window is
+        refined like the first, and the answer with the highest confidence (the product of
+        its first and final passes' IoU estimates) is kept, the first one included.
+        """
+        options = self.options
+        fractions = options.fallback_fractions()
+        confidence = [f * b.visible_iou for f, b in zip(first_iou, best)]
+        doubtful = [i for i, c in enumerate(confidence) if c < options.click_fallback_below]
+        if not fractions or not doubtful:
+            return best
+        side = min(image.shape[:2])
+        again = [clicks[i] for i in doubtful for _ in fractions]
+        windows = [click_window(clicks[i].x, clicks[i].y, f * side) for i in doubtful for f in fractions]
+        first = self.forward(image, again, windows)
+        final = self._refine(image, again, first, max(options.refine_passes, 1))
+        best = list(best)
+        for n, i in enumerate(doubtful):
+            candidates = [(confidence[i], best[i])] + [
+                (first[k].visible_iou * final[k].visible_iou, final[k])
+                for k in range(n * len(fractions), (n + 1) * len(fractions))
+            ]
+            best[i] = max(candidates, key=lambda c: c[0])[1]
         return best
 
     def remember(self, image: np.ndarray, visible: np.ndarray, result: PassResult) -> None:
