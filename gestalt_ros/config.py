@@ -196,7 +196,7 @@ class SinglePassStageConfig:
     # below click_fallback_below also tries first windows of these sides (fractions of the
     # shorter side, each refined likewise), and the most confident answer is kept: one window
     # cannot frame both a cup and a phone that fills a third of the frame. Empty: off.
-    click_fallback_windows: str = "0.35,0.75,1.0,1.5"
+    click_fallback_windows: str = "0.35,1.5"
     click_fallback_below: float = 0.4
     # With visible.method single_pass, the network's amodal mask for a click or box (amodal
     # single_pass, or both) is the amodal head of the pass that found its visible mask (one
