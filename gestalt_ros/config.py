@@ -209,7 +209,7 @@ class SinglePassStageConfig:
     # below 1 - this certain background; GrabCut decides the pixels between.
     grabcut_sure: float = 0.99
     # GrabCut runs on the final pass's window shrunk to at most this many pixels a side.
-    grabcut_side: int = 128
+    grabcut_side: int = 192
     # That GrabCut's iterations (the first does most of the work).
     grabcut_iterations: int = 1
     # GrabCut's mask replaces the network's only where the two overlap by at least this IoU
