@@ -24,20 +24,15 @@ from gestalt_ros.eval.annotations import iter_images, load_annotations
 from gestalt_ros.eval.metrics import iou
 from gestalt_ros.prompts import interior_point
 from gestalt_ros.single_pass.predictor import SinglePassPredictor
-from gestalt_ros.single_pass.prompting import click_window, object_window
 
 
 def candidates(predictor: SinglePassPredictor, image: np.ndarray, truth: np.ndarray, fractions: list[float]) -> dict:
     """Per first window: the refined mask's IoU with the truth and the two passes' estimates."""
     height, width = image.shape[:2]
     click = interior_point(truth)
-    clicks = [click] * len(fractions)
-    first = predictor.forward(
-        image, clicks, [click_window(click.x, click.y, f * min(height, width)) for f in fractions]
-    )
-    found = [predictor.visible_in_frame(p, click, height, width) for p in first]
-    scale = predictor.model.config.crop_scale
-    refined = predictor.forward(image, clicks, [object_window(m, scale) for m in found])
+    # The predictor's own first pass and refinement, so this measures what the pipeline runs.
+    first = predictor._first_passes(image, [click], tuple(fractions))[0]
+    refined = predictor._refine(image, [click] * len(fractions), first, 1)
     touches = [bool(np.concatenate([v[0], v[-1], v[:, 0], v[:, -1]]).any()) for v in (p.visible > 0.5 for p in first)]
     return {
         "truth": [iou(predictor.visible_in_frame(p, click, height, width), truth) for p in refined],

@@ -472,7 +472,11 @@ class GestaltNode(LifecycleNode):
 
     def _take_awaiting(self, done: Callable[[_Request], bool]) -> list[_Request]:
         """Remove and return the waiting prompts for which ``done`` holds (under ``_cache_lock``)."""
-        taken, self._awaiting = [r for r in self._awaiting if done(r)], [r for r in self._awaiting if not done(r)]
+        taken: list[_Request] = []
+        kept: list[_Request] = []
+        for request in self._awaiting:
+            (taken if done(request) else kept).append(request)
+        self._awaiting = kept
         return taken
 
     def _serve(self, request: _Request, frame: tuple[Header, np.ndarray] | None) -> None:

@@ -93,11 +93,7 @@ class SinglePassPredictor:
         ``single_pass.click_fallback_windows`` too (see ``_fall_back``).
         """
         height, width = image.shape[:2]
-        sides = [f * min(height, width) for f in self.options.window_fractions() or self.model.config.click_windows]
-        first = self.forward(
-            image, [c for c in clicks for _ in sides], [click_window(c.x, c.y, s) for c in clicks for s in sides]
-        )
-        tried = [first[i * len(sides) : (i + 1) * len(sides)] for i in range(len(clicks))]
+        tried = self._first_passes(image, clicks, self.options.window_fractions() or self.model.config.click_windows)
         # The first pass's IoU estimate, which with the final pass's is the answer's confidence.
         first_iou = [max(p.visible_iou for p in passes) for passes in tried]
         if self.options.click_first_pass == "blend":
@@ -110,6 +106,18 @@ class SinglePassPredictor:
         if fallback:
             best = self._fall_back(image, clicks, best, first_iou)
         return best
+
+    def _first_passes(
+        self, image: np.ndarray, clicks: list[PointPrompt], fractions: tuple[float, ...]
+    ) -> list[list[PassResult]]:
+        """Each click in a window of each of ``fractions`` x min(H, W), all in one batch; per click."""
+        side, n = min(image.shape[:2]), len(fractions)
+        results = self.forward(
+            image,
+            [c for c in clicks for _ in fractions],
+            [click_window(c.x, c.y, f * side) for c in clicks for f in fractions],
+        )
+        return [results[i * n : (i + 1) * n] for i in range(len(clicks))]
 
     def _refine(
         self, image: np.ndarray, clicks: list[PointPrompt], found: list[PassResult] | list[np.ndarray], passes: int
@@ -140,16 +148,14 @@ class SinglePassPredictor:
         doubtful = [i for i, c in enumerate(confidence) if c < options.click_fallback_below]
         if not fractions or not doubtful:
             return best
-        side = min(image.shape[:2])
+        first = [p for passes in self._first_passes(image, [clicks[i] for i in doubtful], fractions) for p in passes]
         again = [clicks[i] for i in doubtful for _ in fractions]
-        windows = [click_window(clicks[i].x, clicks[i].y, f * side) for i in doubtful for f in fractions]
-        first = self.forward(image, again, windows)
         final = self._refine(image, again, first, max(options.refine_passes, 1))
         best = list(best)
         for n, i in enumerate(doubtful):
+            tried = range(n * len(fractions), (n + 1) * len(fractions))
             candidates = [(confidence[i], best[i])] + [
-                (first[k].visible_iou * final[k].visible_iou, final[k])
-                for k in range(n * len(fractions), (n + 1) * len(fractions))
+                (first[k].visible_iou * final[k].visible_iou, final[k]) for k in tried
             ]
             best[i] = max(candidates, key=lambda c: c[0])[1]
         return best
