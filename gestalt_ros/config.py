@@ -183,6 +183,11 @@ class SinglePassStageConfig:
     weights: str = ""
     # A click's passes after the first, each re-centred on the last visible mask.
     refine_passes: int = 1
+    # A refinement pass is skipped when its window would differ from the last pass's by at
+    # most this much: side within a factor e^this, centre within this / 2 of the side per
+    # axis (the jitter of the training windows, so the last pass was already framed as in
+    # training). 0: every refinement pass runs.
+    refine_skip_within: float = 0.2
     # A pixel is in a mask when the model's probability exceeds this.
     mask_threshold: float = 0.5
     # A click's first pass: "best" keeps the window whose predicted visible IoU is highest;
@@ -230,6 +235,7 @@ class SinglePassStageConfig:
         self.fallback_fractions()
         _check_range("single_pass.click_fallback_below", self.click_fallback_below, 0.0, 1.0)
         _check_range("single_pass.refine_passes", self.refine_passes, 0, 10)
+        _check_range("single_pass.refine_skip_within", self.refine_skip_within, 0.0, 1.0)
         _check_range("single_pass.mask_threshold", self.mask_threshold, 0.01, 0.99)
         _check_range("single_pass.grabcut_sure", self.grabcut_sure, 0.5, 1.0)
         _check_range("single_pass.grabcut_side", self.grabcut_side, 16, 1024)

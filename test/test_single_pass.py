@@ -181,6 +181,7 @@ def test_a_click_tries_each_window_then_refines(
             f"single_pass.refine_passes={refine}",
             f"single_pass.click_first_pass={first_pass}",
             f"single_pass.click_windows={windows}",
+            "single_pass.refine_skip_within=0",  # every refinement runs; the skip has its own test
         ]
     )
     predictor = single_pass_predictor(cfg)
@@ -216,6 +217,77 @@ class _ScaleBlind:
             crop = window.crop_mask(mask, self.resolution).astype(np.float32)
             out.append(PassResult(window, crop, crop, estimate, estimate))
         return out
+
+
+class _Fixed:
+    """A stand-in network that answers the same frame mask in every window, sure of it."""
+
+    def __init__(self, resolution: int, mask: np.ndarray) -> None:
+        self.resolution, self.mask, self.calls = resolution, mask, []
+
+    def __call__(self, image, prompts, windows):
+        from gestalt_ros.single_pass.predictor import PassResult
+
+        self.calls.append([w.width for w in windows])
+        crops = [w.crop_mask(self.mask, self.resolution).astype(np.float32) for w in windows]
+        return [PassResult(w, c, c, 0.9, 0.9) for w, c in zip(windows, crops)]
+
+
+@pytest.mark.parametrize(
+    "within, rows, cols, passes",
+    [
+        (0.2, (60, 140), (60, 140), 1),  # 80 px: its 2.5x window is the 200 px first window
+        (0.0, (60, 140), (60, 140), 2),  # off: every refinement runs
+        (0.2, (80, 120), (80, 120), 2),  # 40 px: the refined window is half as wide
+        (0.2, (60, 140), (90, 170), 2),  # centred 30 px (of 200) right of the click: re-centred
+    ],
+)
+def test_a_refinement_that_would_frame_the_object_alike_is_skipped(tiny_single_pass_dir, within, rows, cols, passes):
+    from gestalt_ros.single_pass.predictor import SinglePassPredictor
+
+    options = (
+        GestaltConfig()
+        .with_overrides(
+            [
+                "single_pass.click_windows=0.5",
+                "single_pass.grabcut_refine=false",
+                f"single_pass.refine_skip_within={within}",
+            ]
+        )
+        .single_pass
+    )
+    predictor = SinglePassPredictor.from_pretrained(tiny_single_pass_dir, options)
+    mask = np.zeros((400, 400), bool)
+    mask[slice(*rows), slice(*cols)] = True
+    predictor.forward = network = _Fixed(predictor.resolution, mask)
+    click = PointPrompt(100, 100)
+    image = np.zeros((400, 400, 3), np.uint8)
+    found = predictor.predict(image, click)
+    assert len(network.calls) == passes and network.calls[0] == [200]
+    assert iou(predictor.visible_in_frame(found, click, 400, 400), mask) > 0.95
+    network.calls.clear()  # the scene mode's grid clicks run every refinement
+    predictor.predict_clicks(image, [click], fallback=False, skip_alike=False)
+    assert len(network.calls) == 2
+
+
+def test_scene_clicks_run_every_refinement(tiny_single_pass_dir):
+    from types import SimpleNamespace
+
+    from gestalt_ros.scene.click_instances import ClickInstances
+    from gestalt_ros.single_pass.predictor import SinglePassPredictor
+
+    options = GestaltConfig().with_overrides(["single_pass.click_windows=0.5", "single_pass.grabcut_refine=false"])
+    predictor = SinglePassPredictor.from_pretrained(tiny_single_pass_dir, options.single_pass)
+    mask = np.zeros((400, 400), bool)
+    mask[60:140, 60:140] = True
+    predictor.forward = network = _Fixed(predictor.resolution, mask)
+    layers = SimpleNamespace(segment=lambda image, seed: [SimpleNamespace(amodal_mask=mask)])
+    found = ClickInstances(predictor, layers, points_per_side=10, min_area=0.0).visible_masks(
+        np.zeros((400, 400, 3), np.uint8)
+    )
+    # Four grid points on the square, one batch; the innermost one's window is alike, and is refined all the same.
+    assert [len(c) for c in network.calls] == [4, 4]
+    assert len(found) == 1 and iou(found[0], mask) > 0.95
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,8 @@ class ClickInstances:
         masks, scores = [], []
         while pending:
             batch, pending = pending[:BATCH], pending[BATCH:]
-            results = self.predictor.predict_clicks(image, batch, fallback=False)  # a missed part is clicked again
+            # A missed part is clicked again; every refinement runs (skipping one cost validation recall).
+            results = self.predictor.predict_clicks(image, batch, fallback=False, skip_alike=False)
             for click, result in zip(batch, results):
                 mask = self.predictor.visible_in_frame(result, click, height, width, image if self.grabcut else None)
                 masks.append(mask)

@@ -5,8 +5,9 @@ answers. A click does not: the first pass tries the window sizes of
 ``single_pass.click_windows`` (else the model's ``click_windows``) around the click in one
 batch and keeps the window whose predicted visible IoU is highest (or, with
 ``single_pass.click_first_pass: blend``, averages the windows' maps weighted by it); each
-refinement pass then re-centres the window on the last visible mask, as a box is cut. A
-click whose answer the network doubts tries the ``single_pass.click_fallback_windows`` too.
+refinement pass then re-centres the window on the last visible mask, as a box is cut,
+unless the last pass was already framed so (``single_pass.refine_skip_within``). A click
+whose answer the network doubts tries the ``single_pass.click_fallback_windows`` too.
 
 Every pass predicts both masks, so when both stages are single-pass the amodal stage takes
 the amodal head of the pass that found the visible mask (``amodal_from_prompt_pass``)
@@ -86,12 +87,16 @@ class SinglePassPredictor:
         assert isinstance(prompt, PointPrompt)
         return self.predict_clicks(image, [prompt])[0]
 
-    def predict_clicks(self, image: np.ndarray, clicks: list[PointPrompt], fallback: bool = True) -> list[PassResult]:
+    def predict_clicks(
+        self, image: np.ndarray, clicks: list[PointPrompt], fallback: bool = True, skip_alike: bool = True
+    ) -> list[PassResult]:
         """The click protocol for several checked clicks on ``image`` at once: each pass is one batch.
 
         With ``fallback``, a click whose answer the network doubts tries the windows of
-        ``single_pass.click_fallback_windows`` too (see ``_fall_back``).
+        ``single_pass.click_fallback_windows`` too (see ``_fall_back``). With ``skip_alike``,
+        a refinement that would see the last pass's window is skipped (see ``_refine``).
         """
+        within = self.options.refine_skip_within if skip_alike else 0.0
         height, width = image.shape[:2]
         tried = self._first_passes(image, clicks, self.options.window_fractions() or self.model.config.click_windows)
         # The first pass's IoU estimate, which with the final pass's is the answer's confidence.
@@ -99,12 +104,12 @@ class SinglePassPredictor:
         if self.options.click_first_pass == "blend":
             # A blended map has no window of its own: one pass around it gives the answer's.
             visible = [self._blend(passes, c, height, width) for passes, c in zip(tried, clicks)]
-            best = self._refine(image, clicks, visible, max(self.options.refine_passes, 1))
+            best = self._refine(image, clicks, visible, max(self.options.refine_passes, 1), within)
         else:
             best = [max(passes, key=lambda p: p.visible_iou) for passes in tried]
-            best = self._refine(image, clicks, best, self.options.refine_passes)
+            best = self._refine(image, clicks, best, self.options.refine_passes, within)
         if fallback:
-            best = self._fall_back(image, clicks, best, first_iou)
+            best = self._fall_back(image, clicks, best, first_iou, within)
         return best
 
     def _first_passes(
@@ -120,20 +125,42 @@ class SinglePassPredictor:
         return [results[i * n : (i + 1) * n] for i in range(len(clicks))]
 
     def _refine(
-        self, image: np.ndarray, clicks: list[PointPrompt], found: list[PassResult] | list[np.ndarray], passes: int
+        self,
+        image: np.ndarray,
+        clicks: list[PointPrompt],
+        found: list[PassResult] | list[np.ndarray],
+        passes: int,
+        within: float = 0.0,
     ) -> list[PassResult]:
-        """``passes`` passes per click, each re-centred on the last visible mask (given or found)."""
+        """``passes`` passes per click, each re-centred on the last visible mask (given or found).
+
+        A click whose last pass was already framed as this one would be, up to the jitter
+        ``within`` (``single_pass.refine_skip_within``), keeps that pass: the network saw as much.
+        """
         height, width = image.shape[:2]
+        found = list(found)
         for _ in range(passes):
-            visible = [
-                f if isinstance(f, np.ndarray) else self.visible_in_frame(f, c, height, width)
-                for f, c in zip(found, clicks)
-            ]
-            found = self.forward(image, clicks, [object_window(v, self.model.config.crop_scale) for v in visible])
+            redo: list[int] = []
+            windows: list[CropWindow] = []
+            for i, (f, c) in enumerate(zip(found, clicks)):
+                visible = f if isinstance(f, np.ndarray) else self.visible_in_frame(f, c, height, width)
+                window = object_window(visible, self.model.config.crop_scale)
+                if isinstance(f, np.ndarray) or not _framed_alike(f.window, window, within):
+                    redo.append(i)
+                    windows.append(window)
+            if not redo:
+                break
+            for i, result in zip(redo, self.forward(image, [clicks[i] for i in redo], windows)):
+                found[i] = result
         return found
 
     def _fall_back(
-        self, image: np.ndarray, clicks: list[PointPrompt], best: list[PassResult], first_iou: list[float]
+        self,
+        image: np.ndarray,
+        clicks: list[PointPrompt],
+        best: list[PassResult],
+        first_iou: list[float],
+        within: float = 0.0,
     ) -> list[PassResult]:
         """Try other first windows for the clicks whose confidence is below ``click_fallback_below``.
 
@@ -150,7 +177,7 @@ class SinglePassPredictor:
             return best
         first = [p for passes in self._first_passes(image, [clicks[i] for i in doubtful], fractions) for p in passes]
         again = [clicks[i] for i in doubtful for _ in fractions]
-        final = self._refine(image, again, first, max(options.refine_passes, 1))
+        final = self._refine(image, again, first, max(options.refine_passes, 1), within)
         best = list(best)
         for n, i in enumerate(doubtful):
             tried = range(n * len(fractions), (n + 1) * len(fractions))
@@ -203,6 +230,18 @@ class SinglePassPredictor:
         if isinstance(prompt, PointPrompt):
             return _part_at_click(mask, prompt)
         return mask if mask.any() else box_region(prompt, height, width)
+
+
+def _framed_alike(last: CropWindow, next_: CropWindow, within: float) -> bool:
+    """Whether ``next_`` is ``last`` up to a scale of e^``within`` and a shift of
+    ``within`` / 2 of its side per axis (the training windows' jitter)."""
+    if within <= 0:
+        return False
+    shift = max(
+        abs((next_.x0 + next_.width / 2) - (last.x0 + last.width / 2)),
+        abs((next_.y0 + next_.height / 2) - (last.y0 + last.height / 2)),
+    )
+    return abs(np.log(next_.width / last.width)) <= within and shift <= within / 2 * last.width
 
 
 def _kept(refined: np.ndarray, network: np.ndarray, prompt: Prompt, min_iou: float) -> bool:
