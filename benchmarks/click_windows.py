@@ -24,6 +24,7 @@ from gestalt_ros.eval.annotations import iter_images, load_annotations
 from gestalt_ros.eval.metrics import iou
 from gestalt_ros.prompts import interior_point
 from gestalt_ros.single_pass.predictor import SinglePassPredictor
+from gestalt_ros.types import touches_border
 
 
 def candidates(predictor: SinglePassPredictor, image: np.ndarray, truth: np.ndarray, fractions: list[float]) -> dict:
@@ -33,7 +34,7 @@ def candidates(predictor: SinglePassPredictor, image: np.ndarray, truth: np.ndar
     # The predictor's own first pass and refinement, so this measures what the pipeline runs.
     first = predictor._first_passes(image, [click], tuple(fractions))[0]
     refined = predictor._refine(image, [click] * len(fractions), first, 1)
-    touches = [bool(np.concatenate([v[0], v[-1], v[:, 0], v[:, -1]]).any()) for v in (p.visible > 0.5 for p in first)]
+    touches = [touches_border(p.visible > 0.5) for p in first]
     return {
         "truth": [iou(predictor.visible_in_frame(p, click, height, width), truth) for p in refined],
         "first": [p.visible_iou for p in first],

@@ -135,23 +135,25 @@ class SinglePassPredictor:
         """``passes`` passes per click, each re-centred on the last visible mask (given or found).
 
         A click whose last pass was already framed as this one would be, up to the jitter
-        ``within`` (``single_pass.refine_skip_within``), keeps that pass: the network saw as much.
+        ``within`` (``single_pass.refine_skip_within``), keeps that pass: the network saw as
+        much, and later passes would see the same window again, so the click is settled.
         """
         height, width = image.shape[:2]
         found = list(found)
+        pending = range(len(found))
         for _ in range(passes):
-            redo: list[int] = []
-            windows: list[CropWindow] = []
-            for i, (f, c) in enumerate(zip(found, clicks)):
-                visible = f if isinstance(f, np.ndarray) else self.visible_in_frame(f, c, height, width)
+            windows: dict[int, CropWindow] = {}
+            for i in pending:
+                f = found[i]
+                visible = f if isinstance(f, np.ndarray) else self.visible_in_frame(f, clicks[i], height, width)
                 window = object_window(visible, self.model.config.crop_scale)
                 if isinstance(f, np.ndarray) or not _framed_alike(f.window, window, within):
-                    redo.append(i)
-                    windows.append(window)
-            if not redo:
+                    windows[i] = window
+            if not windows:
                 break
-            for i, result in zip(redo, self.forward(image, [clicks[i] for i in redo], windows)):
+            for i, result in zip(windows, self.forward(image, [clicks[i] for i in windows], list(windows.values()))):
                 found[i] = result
+            pending = list(windows)
         return found
 
     def _fall_back(
