@@ -65,6 +65,10 @@ OUTPUTS = {
 OPTIONAL_OUTPUTS = frozenset({topics.DETECTIONS, topics.SCENE_VISIBLE_IDS, topics.SCENE_OVERLAY})
 CLOCK_PERIOD = 0.025  # seconds between /clock messages while waiting for the next message (ros2 bag play's 40 Hz)
 IMAGE_SETTLE = 0.05  # rate 0: seconds after an image, so that it is in the node's cache before its prompts arrive
+# Seconds between the graph showing every subscription matched and the first message: a
+# publisher can match the node's subscriber before that subscriber has matched it, and a
+# best-effort message sent in between is dropped by the subscriber (ros2 bag play's --delay).
+DISCOVERY_SETTLE = 0.5
 FINAL_STATUS_WAIT = 1.5  # seconds to wait, after the last answer, for a status message that counts it
 STATUS_GRACE = 0.1  # a status message that counts the last answer comes at least this long after it
 
@@ -300,6 +304,7 @@ class _Player:
                         f"a node reads {', '.join(self._publishers)}, but not all of gestalt_node's outputs "
                         f"({', '.join(s.topic_name for s in awaited)}) have a publisher within {timeout:g} s",
                     )
+                    time.sleep(DISCOVERY_SETTLE)
                     connections = [c for c in reader.connections if c.topic in self.inputs]
                     with tqdm(total=sum(c.msgcount for c in connections), desc="replaying", unit="msg") as bar:
                         self._play(reader.messages(connections=connections), rate, timeout, bar)

@@ -118,8 +118,9 @@ def _check_answers(recorded: dict[str, list], stamps: list[int], kinds: tuple[st
 def nodes(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path):
     """Two gestalt_nodes in processes of their own, started together (they load their models side by side):
     in /cam1 on the wall clock and in /sim on ``use_sim_time``, reporting status every 0.2 s.
-    Yields their log files by namespace."""
-    config = tiny_config(tiny_model_dir).with_overrides(["ros.status_period=0.2"])
+    Yields their log files by namespace. A prompt waits up to 1 s for its frame (0.25 s by
+    default): under the suite's load a node's image callback can run that late."""
+    config = tiny_config(tiny_model_dir).with_overrides(["ros.status_period=0.2", "ros.frame_wait=1.0"])
     with contextlib.ExitStack() as stack:
         started = {}
         for ns, ros_args in ((NS, ()), (SIM_NS, ("-p", "use_sim_time:=true"))):
