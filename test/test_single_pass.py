@@ -1,5 +1,6 @@
 """The single-pass model: prompt encoding, network, stages, training examples and a tiny run."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from gestalt_ros.data.single_pass_examples import ExampleConfig, sample_example
 from gestalt_ros.eval.metrics import iou
 from gestalt_ros.pipeline import GestaltPipeline
 from gestalt_ros.prompts import CropWindow, interior_point, prompt_from_mask
-from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
+from gestalt_ros.single_pass.model import BRANCH_PREFIXES, SinglePassConfig, SinglePassNet
 from gestalt_ros.single_pass.prompting import box_window, click_window, prompt_maps, to_crop
 from gestalt_ros.types import BoxPrompt, MaskPrompt, PointPrompt
 
@@ -84,6 +85,36 @@ def test_the_network_keeps_imagenet_features_frozen_and_round_trips(tmp_path):
     assert json.loads((tmp_path / "single_pass.json").read_text())["resolution"] == 64
     with pytest.raises(FileNotFoundError, match="SinglePassNet model"):
         SinglePassNet.from_pretrained(tmp_path / "missing")
+
+
+def test_an_amodal_branch_starts_as_the_shared_decoder_and_only_moves_the_amodal_outputs(tmp_path):
+    torch.manual_seed(0)
+    config = SinglePassConfig(resolution=64, decoder_channels=(16, 16, 8, 8, 8))
+    shared = SinglePassNet(config, pretrained=False).eval()
+    branched = SinglePassNet(dataclasses.replace(config, amodal_branch=3), pretrained=False)
+    missing, unexpected = branched.load_state_dict(shared.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith(BRANCH_PREFIXES) for k in missing)
+    image, prompt = torch.randn(2, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    branched.eval()
+    with torch.no_grad():
+        before = shared(image, prompt)
+        assert not torch.allclose(branched(image, prompt)[0][:, 1], before[0][:, 1])  # random branch
+        branched.branch_from_shared()
+        for a, b in zip(branched(image, prompt), before, strict=True):
+            assert torch.allclose(a, b, atol=1e-5)
+        with torch.no_grad():
+            for parameter in branched.amodal_branch_parameters():
+                parameter.add_(0.1 * torch.randn_like(parameter))
+        logits, iou = branched(image, prompt)
+    assert torch.equal(logits[:, 0], before[0][:, 0]) and torch.equal(iou[:, 0], before[1][:, 0])
+    assert not torch.allclose(logits[:, 1], before[0][:, 1]) and not torch.allclose(iou[:, 1], before[1][:, 1])
+    branched.save_pretrained(tmp_path)
+    loaded = SinglePassNet.from_pretrained(tmp_path)
+    assert loaded.config.amodal_branch == 3
+    with torch.no_grad():
+        assert torch.allclose(loaded(image, prompt)[0], logits, atol=0.05)  # stored in float16
+    with pytest.raises(ValueError, match="amodal_branch must be 0..4"):
+        SinglePassNet(dataclasses.replace(config, amodal_branch=5), pretrained=False)
 
 
 @pytest.mark.parametrize("visible_method", ["single_pass", "grabcut"])
@@ -563,10 +594,26 @@ def test_a_tiny_training_run_writes_a_loadable_model(tmp_path, ycb_root, capsys)
     training = model.config.training
     assert training["steps_done"] == 3 and training["scenes"] == 4
     assert 0.0 <= training["train_visible_iou_last_200"] <= 1.0
+    branch = tmp_path / "branch.yaml"
+    branch.write_text(
+        config.read_text().replace("model: {", "trainable: amodal_branch\nmodel: {amodal_branch: 2, ")
+        + f"init_from: {out}\n"
+    )
+    args = ["--ycb-root", str(ycb_root), "--quiet", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["train", "--config", str(branch), "--out", str(tmp_path / "branched"), *args]) == 0
+    branched = SinglePassNet.from_pretrained(tmp_path / "branched")
+    assert branched.config.amodal_branch == 2 and branched.config.training["steps_done"] == 3
+    before, after = model.state_dict(), branched.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "an amodal-only run moved a shared weight"
+    # amodal_up.j is grown from up.(2 + j), the last two of the four levels, then trained
+    grown_from = {k: f"up.{2 + int(k.split('.')[1])}.{k.split('.', 2)[2]}" for k in after if k.startswith("amodal_up.")}
+    assert any(not torch.equal(after[k], before[source]) for k, source in grown_from.items())
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: single_pass\nlerning_rate: 1\n")
     fails_in_one_line(["train", "--config", str(bad), "--out", str(out)], capsys, "lerning_rate")
     fails_in_one_line(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(out)], capsys, "does not exist")
+    bad.write_text("kind: single_pass\ntrainable: amodal_branch\n")
+    fails_in_one_line(["train", "--config", str(bad), "--out", str(out)], capsys, "needs init_from")
 
 
 @pytest.mark.parametrize("painter", ["parts", "keys"])

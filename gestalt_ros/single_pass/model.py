@@ -6,10 +6,14 @@ renders work on photos, so the stem and the first blocks stay frozen and every b
 keeps ImageNet's statistics. The prompt (a click's Gaussian, a box, a visible mask; three
 maps) enters twice: added to the encoder's stride-4 features, so the deep features know
 which object is meant, and concatenated at every decoder level, so the masks' edges do.
+With ``amodal_branch`` the last decoder levels are doubled, one copy for the amodal mask
+alone, so that it can be trained without moving the visible mask (and the click protocol,
+and the layer model's shared encoder) at all.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -22,6 +26,7 @@ CARD = "single_pass.json"
 WEIGHTS = "model.safetensors"
 PROMPT_CHANNELS = 3  # point heat map, box, visible mask
 ENCODER_PREFIXES = ("stem.", "stages.")  # the EfficientNet-Lite0 part of the state dict
+BRANCH_PREFIXES = ("amodal_up.", "amodal_masks.", "amodal_iou.")  # the amodal branch's part
 # Encoder blocks of EfficientNet-Lite0 ending each stride (2, 4, 8, 16, 32).
 _STAGE_ENDS = (1, 3, 5, 11, 16)
 _STAGE_CHANNELS = (16, 24, 40, 112, 320)
@@ -44,6 +49,9 @@ class SinglePassConfig:
     # A click's first pass tries square windows of these sides (fractions of min(H, W)),
     # chosen on the validation sets; inference only, like ``training``.
     click_windows: tuple[float, ...] = (0.5,)
+    # The last this many decoder levels (and the IoU head) have an amodal-only copy; 0: the
+    # two masks share the whole decoder.
+    amodal_branch: int = 0
     training: dict = field(default_factory=dict)
 
     def architecture(self) -> SinglePassConfig:
@@ -105,12 +113,42 @@ class SinglePassNet(nn.Module):
         self.iou = nn.Sequential(nn.Linear(widths[0] + widths[-1], 64), nn.ReLU(inplace=True), nn.Linear(64, 2))
         for module in (self.stem, *self.stages[: config.frozen_stages]):
             module.requires_grad_(False)
+        # The layer model's config (a subclass's) has no branch.
+        self.branch_levels = getattr(config, "amodal_branch", 0)
+        if not 0 <= self.branch_levels <= len(self.up):
+            raise ValueError(f"amodal_branch must be 0..{len(self.up)}, got {self.branch_levels}")
+        if self.branch_levels:
+            self.amodal_up = copy.deepcopy(self.up[len(self.up) - self.branch_levels :])
+            self.amodal_masks = nn.Conv2d(widths[-1], 1, 1)
+            self.amodal_iou = nn.Sequential(
+                nn.Linear(widths[0] + widths[-1], 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
+            )
+
+    def branch_from_shared(self) -> None:
+        """Start the amodal branch as a copy of the shared decoder's amodal path: the same
+        outputs, from which an amodal-only run continues."""
+        fork = len(self.up) - self.branch_levels
+        for mine, shared in zip(self.amodal_up, self.up[fork:], strict=True):
+            mine.load_state_dict(shared.state_dict())
+        with torch.no_grad():
+            self.amodal_masks.weight.copy_(self.masks.weight[1:])
+            self.amodal_masks.bias.copy_(self.masks.bias[1:])
+            self.amodal_iou[0].load_state_dict(self.iou[0].state_dict())
+            self.amodal_iou[2].weight.copy_(self.iou[2].weight[1:])
+            self.amodal_iou[2].bias.copy_(self.iou[2].bias[1:])
+
+    def amodal_branch_parameters(self) -> list[nn.Parameter]:
+        return [p for name, p in self.named_parameters() if name.startswith(BRANCH_PREFIXES)]
 
     def train(self, mode: bool = True) -> SinglePassNet:
-        """Training mode for the decoder only: the encoder keeps ImageNet's batch-norm statistics."""
+        """Training mode for what trains: the encoder keeps ImageNet's batch-norm statistics, and
+        a frozen decoder block (an amodal-only run's shared decoder) keeps its own."""
         super().train(mode)
         self.stem.eval()
         self.stages.eval()
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d) and not module.weight.requires_grad:
+                module.eval()
         return self
 
     def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,15 +164,26 @@ class SinglePassNet(nn.Module):
             size = features.shape[-2:]
             return torch.cat([features, F.adaptive_avg_pool2d(prompt, size)], dim=1)
 
+        def level(block: nn.Module, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+            return block(with_prompt(torch.cat([y, skip], dim=1)))
+
         y = self.top(with_prompt(skips[-1]))
         pooled_top = y.mean(dim=(2, 3))
+        fork = len(self.up) - self.branch_levels
         for i, block in enumerate(self.up):
-            skip = skips[-2 - i]
-            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            y = block(with_prompt(torch.cat([y, skip], dim=1)))
-        logits = F.interpolate(self.masks(y), size=image.shape[-2:], mode="bilinear", align_corners=False)
-        iou = torch.sigmoid(self.iou(torch.cat([pooled_top, y.mean(dim=(2, 3))], dim=1)))
-        return logits, iou
+            if self.branch_levels and i == fork:
+                y_amodal = y
+            y = level(block, y, skips[-2 - i])
+            if self.branch_levels and i >= fork:
+                y_amodal = level(self.amodal_up[i - fork], y_amodal, skips[-2 - i])
+        masks = self.masks(y)
+        iou = self.iou(torch.cat([pooled_top, y.mean(dim=(2, 3))], dim=1))
+        if self.branch_levels:
+            masks = torch.cat([masks[:, :1], self.amodal_masks(y_amodal)], dim=1)
+            iou = torch.cat([iou[:, :1], self.amodal_iou(torch.cat([pooled_top, y_amodal.mean(dim=(2, 3))], dim=1))], 1)
+        logits = F.interpolate(masks, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, torch.sigmoid(iou)
 
     def save_pretrained(self, directory: str | Path) -> None:
         """``directory/<card>`` (this config, JSON) + ``directory/model.safetensors`` (float16)."""

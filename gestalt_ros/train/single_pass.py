@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from gestalt_ros.data.scene_store import SceneStore, build_scene_store
 from gestalt_ros.data.single_pass_examples import ExampleConfig, sample_example
 from gestalt_ros.data.ycb import TRAIN_OBJECTS, bundled_ycb_root, check_models
-from gestalt_ros.single_pass.model import SinglePassConfig, SinglePassNet
+from gestalt_ros.single_pass.model import BRANCH_PREFIXES, SinglePassConfig, SinglePassNet
 from gestalt_ros.single_pass.prompting import image_tensor
 from gestalt_ros.train.loop import lr_factor, scene_config
 
@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 KIND = "single_pass"
 STORE_FORMAT = 1
+TRAINABLE = ("all", "amodal_branch")
 
 
 @dataclass
@@ -59,6 +60,10 @@ class SinglePassTrainConfig:
     loader_workers: int = 1
     device: str = "cpu"
     init_from: str = ""
+    # "all", or "amodal_branch": only the amodal branch learns (``model.amodal_branch``,
+    # copied from ``init_from``'s shared decoder when that model has none), so the visible
+    # mask, the click protocol and the encoder the layer model shares stay exactly as they are.
+    trainable: str = "all"
     objects: tuple[str, ...] = TRAIN_OBJECTS
     ycb_root: str = ""
     # Overrides of ``synthetic.SceneConfig`` for the training scenes.
@@ -85,6 +90,10 @@ class SinglePassTrainConfig:
         kind = type(self).__dataclass_fields__["kind"].default
         if self.kind != kind:
             raise ValueError(f"kind must be {kind!r}, got {self.kind!r}")
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
+        if self.trainable == "amodal_branch" and not (self.init_from and self.model.amodal_branch):
+            raise ValueError("trainable: amodal_branch needs init_from and model.amodal_branch > 0")
         self.scene_config()
         self.example_config()
         return self
@@ -193,13 +202,11 @@ def fit(
     encoder = [p for p in model.stages.parameters() if p.requires_grad]
     encoder_ids = {id(p) for p in encoder}
     decoder = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder_ids]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decoder, "lr": cfg.learning_rate},
-            {"params": encoder, "lr": cfg.learning_rate * cfg.encoder_lr_factor},
-        ],
-        weight_decay=1e-4,
-    )
+    groups = [
+        {"params": decoder, "lr": cfg.learning_rate},
+        {"params": encoder, "lr": cfg.learning_rate * cfg.encoder_lr_factor},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], weight_decay=1e-4)
     lr_schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cfg.lr_factor(s, minutes()))
     history: list[dict] = []
     bar = tqdm(total=cfg.steps, desc="training", unit="step", disable=not progress)
@@ -295,13 +302,28 @@ def run_training(
 
 
 def build_single_pass(cfg: SinglePassTrainConfig) -> SinglePassNet:
-    """A new single-pass network, or ``init_from``'s to continue (same architecture)."""
+    """A new single-pass network, or ``init_from``'s to continue (same architecture, or the
+    same with an amodal branch grown from its shared decoder)."""
     if not cfg.init_from:
         return SinglePassNet(cfg.model)
     model = SinglePassNet.from_pretrained(cfg.init_from)
-    if model.config.architecture() != cfg.model.architecture():
-        raise ValueError(f"init_from: its architecture {model.config} differs from {cfg.model}")
+    source = model.config.architecture()
+    if source != cfg.model.architecture():
+        if not (
+            source.amodal_branch == 0
+            and dataclasses.replace(source, amodal_branch=cfg.model.amodal_branch) == cfg.model.architecture()
+        ):
+            raise ValueError(f"init_from: its architecture {model.config} differs from {cfg.model}")
+        grown = SinglePassNet(dataclasses.replace(cfg.model, training=model.config.training), pretrained=False)
+        missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+        assert not unexpected and all(k.startswith(BRANCH_PREFIXES) for k in missing), (missing, unexpected)
+        grown.branch_from_shared()
+        model = grown
     model.config = dataclasses.replace(cfg.model, training=model.config.training)  # the run's inference fields
+    if cfg.trainable == "amodal_branch":
+        model.requires_grad_(False)
+        for parameter in model.amodal_branch_parameters():
+            parameter.requires_grad_(True)
     return model
 
 
