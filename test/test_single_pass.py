@@ -102,9 +102,8 @@ def test_an_amodal_branch_starts_as_the_shared_decoder_and_only_moves_the_amodal
         branched.branch_from_shared()
         for a, b in zip(branched(image, prompt), before, strict=True):
             assert torch.allclose(a, b, atol=1e-5)
-        with torch.no_grad():
-            for parameter in branched.amodal_branch_parameters():
-                parameter.add_(0.1 * torch.randn_like(parameter))
+        for parameter in branched.amodal_branch_parameters():
+            parameter.add_(0.1 * torch.randn_like(parameter))
         logits, iou = branched(image, prompt)
     assert torch.equal(logits[:, 0], before[0][:, 0]) and torch.equal(iou[:, 0], before[1][:, 0])
     assert not torch.allclose(logits[:, 1], before[0][:, 1]) and not torch.allclose(iou[:, 1], before[1][:, 1])

@@ -67,6 +67,11 @@ class SinglePassConfig:
         return cls(**data)
 
 
+def _iou_head(in_features: int, outputs: int) -> nn.Sequential:
+    """The MLP that estimates each mask's IoU from pooled decoder features."""
+    return nn.Sequential(nn.Linear(in_features, 64), nn.ReLU(inplace=True), nn.Linear(64, outputs))
+
+
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
@@ -110,7 +115,7 @@ class SinglePassNet(nn.Module):
             for i in range(len(widths) - 1)
         )
         self.masks = nn.Conv2d(widths[-1], 2, 1)
-        self.iou = nn.Sequential(nn.Linear(widths[0] + widths[-1], 64), nn.ReLU(inplace=True), nn.Linear(64, 2))
+        self.iou = _iou_head(widths[0] + widths[-1], 2)
         for module in (self.stem, *self.stages[: config.frozen_stages]):
             module.requires_grad_(False)
         # The layer model's config (a subclass's) has no branch.
@@ -120,9 +125,7 @@ class SinglePassNet(nn.Module):
         if self.branch_levels:
             self.amodal_up = copy.deepcopy(self.up[len(self.up) - self.branch_levels :])
             self.amodal_masks = nn.Conv2d(widths[-1], 1, 1)
-            self.amodal_iou = nn.Sequential(
-                nn.Linear(widths[0] + widths[-1], 64), nn.ReLU(inplace=True), nn.Linear(64, 1)
-            )
+            self.amodal_iou = _iou_head(widths[0] + widths[-1], 1)
 
     def branch_from_shared(self) -> None:
         """Start the amodal branch as a copy of the shared decoder's amodal path: the same
@@ -170,18 +173,21 @@ class SinglePassNet(nn.Module):
 
         y = self.top(with_prompt(skips[-1]))
         pooled_top = y.mean(dim=(2, 3))
-        fork = len(self.up) - self.branch_levels
+
+        def estimate(head: nn.Module, y: torch.Tensor) -> torch.Tensor:
+            return head(torch.cat([pooled_top, y.mean(dim=(2, 3))], dim=1))
+
+        fork = len(self.up) - self.branch_levels  # len(self.up) without a branch: never reached
         for i, block in enumerate(self.up):
-            if self.branch_levels and i == fork:
+            if i == fork:
                 y_amodal = y
             y = level(block, y, skips[-2 - i])
-            if self.branch_levels and i >= fork:
+            if i >= fork:
                 y_amodal = level(self.amodal_up[i - fork], y_amodal, skips[-2 - i])
-        masks = self.masks(y)
-        iou = self.iou(torch.cat([pooled_top, y.mean(dim=(2, 3))], dim=1))
+        masks, iou = self.masks(y), estimate(self.iou, y)
         if self.branch_levels:
             masks = torch.cat([masks[:, :1], self.amodal_masks(y_amodal)], dim=1)
-            iou = torch.cat([iou[:, :1], self.amodal_iou(torch.cat([pooled_top, y_amodal.mean(dim=(2, 3))], dim=1))], 1)
+            iou = torch.cat([iou[:, :1], estimate(self.amodal_iou, y_amodal)], dim=1)
         logits = F.interpolate(masks, size=image.shape[-2:], mode="bilinear", align_corners=False)
         return logits, torch.sigmoid(iou)
 
