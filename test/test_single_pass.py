@@ -116,6 +116,44 @@ def test_an_amodal_branch_starts_as_the_shared_decoder_and_only_moves_the_amodal
         SinglePassNet(dataclasses.replace(config, amodal_branch=5), pretrained=False)
 
 
+def test_a_click_runs_the_amodal_branch_once_for_the_pass_it_answers_with(tmp_path, scene_image):
+    from gestalt_ros.single_pass.prompting import image_tensor
+
+    torch.manual_seed(1)
+    config = SinglePassConfig(
+        resolution=64, decoder_channels=(32, 24, 16, 16, 8), click_windows=(0.3, 0.8), amodal_branch=2
+    )
+    SinglePassNet(config, pretrained=False).save_pretrained(tmp_path)
+    overrides = [f"single_pass.weights={tmp_path}", "amodal.method=single_pass", "single_pass.refine_skip_within=0"]
+    pipeline = GestaltPipeline.from_config(GestaltConfig().with_overrides(overrides))
+    predictor = pipeline.components.segmenter.predictor
+    model = predictor.model
+    shared, branch = model.forward_shared, model.forward_branch
+    passes, branches = [], []
+    model.forward_shared = lambda image, prompt: passes.append(len(image)) or shared(image, prompt)
+    model.forward_branch = lambda inputs: branches.append(len(inputs.features)) or branch(inputs)
+    image, visible = scene_image
+    click = prompt_from_mask("point", visible)
+    result = pipeline(image, click)
+    assert passes[:2] == [2, 1] and branches == [1]  # two first windows, a refinement; one branch
+    assert result.amodal_mask.any() and not (result.visible_mask & ~result.amodal_mask).any()
+    # Read late, a pass's amodal outputs are the whole network's for its window.
+    windows = [click_window(click.x, click.y, s) for s in (20, 40)]
+    found = predictor.forward(image, click, windows)
+    assert branches == [1]  # nothing read yet
+    amodal = [(p.amodal, p.amodal_iou, p.amodal) for p in found]
+    assert branches == [1, 1, 1]  # one branch per pass read, once
+    del model.forward_shared, model.forward_branch
+    crops = np.stack([w.crop_image(image, 64) for w in windows])
+    maps = np.stack([prompt_maps(click, w, 64, config.point_sigma) for w in windows])
+    with torch.no_grad():
+        logits, iou_estimate = model(image_tensor(crops), torch.from_numpy(maps))
+    for k, (probability, estimate, _) in enumerate(amodal):
+        assert np.allclose(probability, torch.sigmoid(logits[k, 1]).numpy(), atol=1e-5)
+        assert estimate == pytest.approx(float(iou_estimate[k, 1]), abs=1e-5)
+        assert np.allclose(found[k].visible, torch.sigmoid(logits[k, 0]).numpy(), atol=1e-5)
+
+
 @pytest.mark.parametrize("visible_method", ["single_pass", "grabcut"])
 @pytest.mark.parametrize("prompt_kind", ["point", "box", "mask"])
 def test_the_single_pass_stages_answer_every_prompt(tiny_single_pass_dir, scene_image, visible_method, prompt_kind):

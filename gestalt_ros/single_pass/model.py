@@ -76,6 +76,38 @@ def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
+@dataclass
+class BranchInput:
+    """What the amodal branch reads from a shared pass: the decoder's features where it forks,
+    the encoder skips its levels join (deepest first), the prompt maps, the pooled top features."""
+
+    features: torch.Tensor
+    skips: list[torch.Tensor]
+    prompt: torch.Tensor
+    pooled_top: torch.Tensor
+
+    def select(self, index: int) -> BranchInput:
+        """The batch's item ``index`` alone (batch of one)."""
+        item = slice(index, index + 1)
+        return BranchInput(self.features[item], [s[item] for s in self.skips], self.prompt[item], self.pooled_top[item])
+
+
+def _with_prompt(features: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """``features`` with the prompt maps pooled to their size appended as channels."""
+    return torch.cat([features, F.adaptive_avg_pool2d(prompt, features.shape[-2:])], dim=1)
+
+
+def _level(block: nn.Module, y: torch.Tensor, skip: torch.Tensor, prompt: torch.Tensor) -> torch.Tensor:
+    """One decoder level: upsample ``y`` to the skip's stride, join the skip and the prompt, convolve."""
+    y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+    return block(_with_prompt(torch.cat([y, skip], dim=1), prompt))
+
+
+def _estimate(head: nn.Module, pooled_top: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """An IoU head's logits from the pooled top features and the last level's."""
+    return head(torch.cat([pooled_top, y.mean(dim=(2, 3))], dim=1))
+
+
 class SinglePassNet(nn.Module):
     """(B, 3, r, r) RGB in [-1, 1] + (B, 3, r, r) prompt maps -> logits (B, 2, r, r), IoUs (B, 2).
 
@@ -155,6 +187,21 @@ class SinglePassNet(nn.Module):
         return self
 
     def forward(self, image: torch.Tensor, prompt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, iou, branch = self.forward_shared(image, prompt)
+        if branch is None:
+            return logits, iou
+        amodal_logits, amodal_iou = self.forward_branch(branch)
+        return torch.cat([logits[:, :1], amodal_logits], dim=1), torch.cat([iou[:, :1], amodal_iou], dim=1)
+
+    def forward_shared(
+        self, image: torch.Tensor, prompt: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, BranchInput | None]:
+        """The encoder and the shared decoder: both channels' logits and IoUs, and, with an amodal
+        branch, what it reads (its outputs then replace channel 1: ``forward_branch``).
+
+        Split so that inference runs the branch only for the passes whose amodal mask is used
+        (a click's final pass), not for every window it tries.
+        """
         x = self.stem(image)
         skips = []
         for k, stage in enumerate(self.stages):
@@ -162,34 +209,26 @@ class SinglePassNet(nn.Module):
             if k == 1:
                 x = x + self.prompt_in(prompt)
             skips.append(x)
-
-        def with_prompt(features: torch.Tensor) -> torch.Tensor:
-            size = features.shape[-2:]
-            return torch.cat([features, F.adaptive_avg_pool2d(prompt, size)], dim=1)
-
-        def level(block: nn.Module, y: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-            y = F.interpolate(y, size=skip.shape[-2:], mode="bilinear", align_corners=False)
-            return block(with_prompt(torch.cat([y, skip], dim=1)))
-
-        y = self.top(with_prompt(skips[-1]))
+        y = self.top(_with_prompt(skips[-1], prompt))
         pooled_top = y.mean(dim=(2, 3))
-
-        def estimate(head: nn.Module, y: torch.Tensor) -> torch.Tensor:
-            return head(torch.cat([pooled_top, y.mean(dim=(2, 3))], dim=1))
-
-        fork = len(self.up) - self.branch_levels  # len(self.up) without a branch: never reached
+        fork = len(self.up) - self.branch_levels
+        branch = None
         for i, block in enumerate(self.up):
             if i == fork:
-                y_amodal = y
-            y = level(block, y, skips[-2 - i])
-            if i >= fork:
-                y_amodal = level(self.amodal_up[i - fork], y_amodal, skips[-2 - i])
-        masks, iou = self.masks(y), estimate(self.iou, y)
-        if self.branch_levels:
-            masks = torch.cat([masks[:, :1], self.amodal_masks(y_amodal)], dim=1)
-            iou = torch.cat([iou[:, :1], estimate(self.amodal_iou, y_amodal)], dim=1)
-        logits = F.interpolate(masks, size=image.shape[-2:], mode="bilinear", align_corners=False)
-        return logits, torch.sigmoid(iou)
+                branch = BranchInput(y, [skips[-2 - j] for j in range(fork, len(self.up))], prompt, pooled_top)
+            y = _level(block, y, skips[-2 - i], prompt)
+        logits = F.interpolate(self.masks(y), size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return logits, torch.sigmoid(_estimate(self.iou, pooled_top, y)), branch
+
+    def forward_branch(self, branch: BranchInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The amodal branch on ``forward_shared``'s features: amodal logits (B, 1, r, r), IoU (B, 1)."""
+        y = branch.features
+        for block, skip in zip(self.amodal_up, branch.skips, strict=True):
+            y = _level(block, y, skip, branch.prompt)
+        logits = F.interpolate(
+            self.amodal_masks(y), size=branch.prompt.shape[-2:], mode="bilinear", align_corners=False
+        )
+        return logits, torch.sigmoid(_estimate(self.amodal_iou, branch.pooled_top, y))
 
     def save_pretrained(self, directory: str | Path) -> None:
         """``directory/<card>`` (this config, JSON) + ``directory/model.safetensors`` (float16)."""

@@ -16,7 +16,8 @@ rather than paying for another pass prompted with that mask.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from functools import partial
 
 import cv2
 import numpy as np
@@ -25,22 +26,47 @@ import torch
 from gestalt_ros.config import AmodalConfig, CompletionConfig, SinglePassStageConfig
 from gestalt_ros.inference import for_inference
 from gestalt_ros.prompts import CropWindow, check_prompt
-from gestalt_ros.single_pass.model import SinglePassNet
+from gestalt_ros.single_pass.model import BranchInput, SinglePassNet
 from gestalt_ros.single_pass.prompting import box_window, click_window, image_tensor, object_window, prompt_maps
 from gestalt_ros.timing import timed
 from gestalt_ros.types import AmodalEstimate, BoxPrompt, MaskPrompt, PointPrompt, Prompt
 from gestalt_ros.visible import box_region, grabcut, seed_from_probability
 
 
-@dataclass
 class PassResult:
-    """One forward pass: the window and the model's crop-resolution probabilities."""
+    """One forward pass: the window and the model's crop-resolution probabilities.
 
-    window: CropWindow
-    visible: np.ndarray  # (r, r) float32
-    amodal: np.ndarray  # (r, r) float32
-    visible_iou: float
-    amodal_iou: float
+    ``amodal`` may be a function returning the amodal probabilities and their IoU estimate,
+    called when either is first read: with an amodal branch, a click tries several windows
+    and reads the amodal outputs of one.
+    """
+
+    def __init__(
+        self,
+        window: CropWindow,
+        visible: np.ndarray,
+        amodal: np.ndarray | Callable[[], tuple[np.ndarray, float]],
+        visible_iou: float,
+        amodal_iou: float | None = None,
+    ) -> None:
+        self.window = window
+        self.visible = visible  # (r, r) float32
+        self.visible_iou = visible_iou
+        self._amodal = amodal if callable(amodal) else (amodal, amodal_iou)
+
+    @property
+    def amodal(self) -> np.ndarray:
+        """(r, r) float32 amodal probabilities."""
+        return self._amodal_outputs()[0]
+
+    @property
+    def amodal_iou(self) -> float:
+        return self._amodal_outputs()[1]
+
+    def _amodal_outputs(self) -> tuple[np.ndarray, float]:
+        if callable(self._amodal):
+            self._amodal = self._amodal()
+        return self._amodal
 
 
 class SinglePassPredictor:
@@ -69,12 +95,25 @@ class SinglePassPredictor:
         prompts = prompt if isinstance(prompt, list) else [prompt] * len(windows)
         crops = np.stack([w.crop_image(image, r) for w in windows])
         maps = np.stack([prompt_maps(p, w, r, sigma) for p, w in zip(prompts, windows, strict=True)])
-        logits, iou = self.model(image_tensor(crops).to(self.device), torch.from_numpy(maps).to(self.device))
+        logits, iou, branch = self.model.forward_shared(
+            image_tensor(crops).to(self.device), torch.from_numpy(maps).to(self.device)
+        )
         prob = torch.sigmoid(logits).float().cpu().numpy()
         iou = iou.float().cpu().numpy()
+        if branch is None:
+            return [
+                PassResult(w, prob[i, 0], prob[i, 1], float(iou[i, 0]), float(iou[i, 1])) for i, w in enumerate(windows)
+            ]
         return [
-            PassResult(w, prob[i, 0], prob[i, 1], float(iou[i, 0]), float(iou[i, 1])) for i, w in enumerate(windows)
+            PassResult(w, prob[i, 0], partial(self._branch, branch.select(i)), float(iou[i, 0]))
+            for i, w in enumerate(windows)
         ]
+
+    @torch.no_grad()
+    def _branch(self, branch: BranchInput) -> tuple[np.ndarray, float]:
+        """The amodal branch for one pass: its probabilities and IoU estimate."""
+        logits, iou = self.model.forward_branch(branch)
+        return torch.sigmoid(logits)[0, 0].float().cpu().numpy(), float(iou[0, 0])
 
     def predict(self, image: np.ndarray, prompt: Prompt) -> PassResult:
         """The final pass for a checked prompt on ``image``."""
