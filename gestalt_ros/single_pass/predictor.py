@@ -11,7 +11,8 @@ whose answer the network doubts tries the ``single_pass.click_fallback_windows``
 
 Every pass predicts both masks, so when both stages are single-pass the amodal stage takes
 the amodal head of the pass that found the visible mask (``amodal_from_prompt_pass``)
-rather than paying for another pass prompted with that mask.
+rather than paying for another pass prompted with that mask. A model with an amodal branch
+runs it only for the passes whose amodal mask is read (``PassResult.amodal``).
 """
 
 from __future__ import annotations
