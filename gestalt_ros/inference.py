@@ -1,15 +1,18 @@
 """Networks made ready to answer, not to train: the same outputs, less work per pass.
 
 Both CPU models here are EfficientNet-Lite0 bodies (the single-pass and layer networks, the
-ImageNet recognizer): mostly depthwise convolutions, each followed by a batch norm. Folding
-each batch norm into the convolution before it and storing activations channels-last takes
-about a quarter off the recognizer's pass and a tenth off the single-pass network's on two
-CPU cores (``benchmarks/inference_layout.py``).
+ImageNet recognizer): mostly depthwise convolutions, each followed by a batch norm and a
+ReLU6. Folding each batch norm into the convolution before it, storing activations
+channels-last, letting each ReLU6 overwrite the fresh convolution output it follows rather
+than allocate another, and moving TensorFlow-style "same" padding into the convolution where
+it is symmetric all leave the outputs as they were and save time on two CPU cores
+(``benchmarks/inference_layout.py``).
 """
 
 from __future__ import annotations
 
 import torch
+from efficientnet_lite_pytorch.utils import Conv2dStaticSamePadding
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -21,6 +24,7 @@ _NAMED_PAIRS = (
     ("_project_conv", "_bn2"),
     ("_conv_head", "_bn1"),
 )
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6)
 
 
 def fold_batch_norms(model: nn.Module) -> nn.Module:
@@ -45,6 +49,58 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
     return model
 
 
+def fold_same_padding(model: nn.Module) -> int:
+    """Move each symmetric "same" padding of efficientnet_lite_pytorch into its convolution
+    (one op fewer per layer, the same output); asymmetric ones (stride 2) stay. Returns how many."""
+    folded = 0
+    for module in model.modules():
+        if isinstance(module, Conv2dStaticSamePadding) and isinstance(module.static_padding, nn.ZeroPad2d):
+            left, right, top, bottom = module.static_padding.padding
+            if left == right and top == bottom:
+                module.padding = (top, left)
+                module.static_padding = nn.Identity()
+                folded += 1
+    return folded
+
+
+def activations_in_place(model: nn.Module) -> int:
+    """Let each ReLU/ReLU6 that only ever sees a convolution's fresh output overwrite it.
+
+    Those are efficientnet_lite_pytorch's ``_swish`` (applied to convolution outputs only,
+    their batch norms folded or not) and, in an ``nn.Sequential``, an activation right after a
+    convolution or after a batch norm that follows one. Returns how many were switched.
+    """
+    switched = 0
+
+    def switch(activation: nn.Module) -> None:
+        nonlocal switched
+        if isinstance(activation, _ACTIVATIONS) and not activation.inplace:
+            activation.inplace = True
+            switched += 1
+
+    for module in model.modules():
+        switch(getattr(module, "_swish", None))
+        if isinstance(module, nn.Sequential):
+            children = list(module)
+            for i, child in enumerate(children):
+                before = children[max(i - 2, 0) : i]
+                if before and (
+                    isinstance(before[-1], nn.Conv2d)
+                    or (len(before) == 2 and isinstance(before[0], nn.Conv2d) and _is_norm(before[1]))
+                ):
+                    switch(child)
+    return switched
+
+
+def _is_norm(module: nn.Module) -> bool:
+    """A batch norm, or the identity a folded one left behind."""
+    return isinstance(module, (nn.BatchNorm2d, nn.Identity))
+
+
 def for_inference(model: nn.Module, device: str | torch.device = "cpu") -> nn.Module:
-    """``model`` on ``device``, batch norms folded, weights channels-last (in place)."""
-    return fold_batch_norms(model.to(device)).to(memory_format=torch.channels_last)
+    """``model`` on ``device``, batch norms and symmetric paddings folded, ReLUs in place,
+    weights channels-last (in place)."""
+    model = fold_batch_norms(model.to(device))
+    fold_same_padding(model)
+    activations_in_place(model)
+    return model.to(memory_format=torch.channels_last)

@@ -96,9 +96,9 @@ class SinglePassPredictor:
         prompts = prompt if isinstance(prompt, list) else [prompt] * len(windows)
         crops = np.stack([w.crop_image(image, r) for w in windows])
         maps = np.stack([prompt_maps(p, w, r, sigma) for p, w in zip(prompts, windows, strict=True)])
-        logits, iou, branch = self.model.forward_shared(
-            image_tensor(crops).to(self.device), torch.from_numpy(maps).to(self.device)
-        )
+        # Channels-last like the weights (for_inference), so no convolution converts its input.
+        maps = torch.from_numpy(maps).to(self.device).contiguous(memory_format=torch.channels_last)
+        logits, iou, branch = self.model.forward_shared(image_tensor(crops).to(self.device), maps)
         prob = torch.sigmoid(logits).float().cpu().numpy()
         iou = iou.float().cpu().numpy()
         if branch is None:
