@@ -92,7 +92,9 @@ def sample_example(
 
     Returns ``image`` (r, r, 3) uint8, ``prompt`` (3, r, r) float32, ``visible`` and
     ``amodal`` (r, r) bool targets, ``amodal_valid`` (False where the amodal truth is cut off
-    by the frame), ``kind`` (point, box or mask).
+    by the frame), ``outside`` (2,) float32: how much of each truth lies outside the window,
+    in crop pixels (what a mask in the window misses of the object in the frame), ``kind``
+    (point, box or mask).
     """
     s = int(store.scene_of[m])
     image = store.images[s].copy()
@@ -156,14 +158,23 @@ def sample_example(
     crop = window.crop_image(image, r)
     if rng.uniform() < cfg.photometric:
         crop = photometric(crop, rng)
+    whole = amodal | visible
     out = {
         "image": crop,
         "prompt": prompt_maps(prompt, window, r, sigma),
         "visible": window.crop_mask(visible, r),
-        "amodal": window.crop_mask(amodal | visible, r),
+        "amodal": window.crop_mask(whole, r),
         "amodal_valid": not touches_border(amodal),
         "kind": kind,
     }
+    per_frame_pixel = r * r / (window.width * window.height)  # crop pixels per frame pixel
+    out["outside"] = np.array(
+        [
+            max(float(m.sum()) * per_frame_pixel - float(out[k].sum()), 0.0)
+            for m, k in ((visible, "visible"), (whole, "amodal"))
+        ],
+        np.float32,
+    )
     if rng.uniform() < 0.5:
         out["image"] = out["image"][:, ::-1]
         out["prompt"] = out["prompt"][:, :, ::-1]

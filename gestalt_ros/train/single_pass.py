@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 
 KIND = "single_pass"
 STORE_FORMAT = 1
-TRAINABLE = ("all", "amodal_branch")
+TRAINABLE = ("all", "amodal_branch", "iou_head")
+IOU_TARGETS = ("crop", "frame")
 
 
 @dataclass
@@ -60,10 +61,15 @@ class SinglePassTrainConfig:
     loader_workers: int = 1
     device: str = "cpu"
     init_from: str = ""
-    # "all", or "amodal_branch": only the amodal branch learns (``model.amodal_branch``,
+    # "all"; "amodal_branch": only the amodal branch learns (``model.amodal_branch``,
     # copied from ``init_from``'s shared decoder when that model has none), so the visible
-    # mask, the click protocol and the encoder the layer model shares stay exactly as they are.
+    # mask, the click protocol and the encoder the layer model shares stay exactly as they are;
+    # "iou_head": only the shared IoU head (the visible mask's confidence) learns, every mask stays.
     trainable: str = "all"
+    # What the IoU head learns to predict: the mask's IoU with the truth inside the window
+    # ("crop"), or in the whole frame ("frame": the truth outside the window counts as missed),
+    # which is what choosing between a click's windows of different sizes asks.
+    iou_target: str = "crop"
     objects: tuple[str, ...] = TRAIN_OBJECTS
     ycb_root: str = ""
     # Overrides of ``synthetic.SceneConfig`` for the training scenes.
@@ -94,6 +100,10 @@ class SinglePassTrainConfig:
             raise ValueError(f"trainable must be one of {TRAINABLE}, got {self.trainable!r}")
         if self.trainable == "amodal_branch" and not (self.init_from and self.model.amodal_branch):
             raise ValueError("trainable: amodal_branch needs init_from and model.amodal_branch > 0")
+        if self.trainable == "iou_head" and not self.init_from:
+            raise ValueError("trainable: iou_head needs init_from (a trained model whose masks stay)")
+        if self.iou_target not in IOU_TARGETS:
+            raise ValueError(f"iou_target must be one of {IOU_TARGETS}, got {self.iou_target!r}")
         self.scene_config()
         self.example_config()
         return self
@@ -157,11 +167,22 @@ class ExampleStream(torch.utils.data.IterableDataset):
                     np.ascontiguousarray(np.stack([np.stack([b["visible"], b["amodal"]]) for b in batch]))
                 ),
                 torch.tensor([b["amodal_valid"] for b in batch]),
+                torch.from_numpy(np.stack([b["outside"] for b in batch])),
             )
 
 
-def mask_losses(logits: torch.Tensor, iou: torch.Tensor, target: torch.Tensor, valid: torch.Tensor) -> dict:
-    """BCE + Dice per head (the amodal head only where its truth is whole), IoU regression."""
+def mask_losses(
+    logits: torch.Tensor,
+    iou: torch.Tensor,
+    target: torch.Tensor,
+    valid: torch.Tensor,
+    outside: torch.Tensor | None = None,
+) -> dict:
+    """BCE + Dice per head (the amodal head only where its truth is whole), IoU regression.
+
+    With ``outside`` (B, 2), each truth's pixels outside the window (crop units), the IoU
+    regressed is the frame's: those pixels join the union, as a mask in the window misses them.
+    """
     target = target.float()
     weight = torch.stack([torch.ones_like(valid, dtype=torch.float32), valid.float()], dim=1)  # (B, 2)
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(dim=(2, 3))
@@ -171,6 +192,8 @@ def mask_losses(logits: torch.Tensor, iou: torch.Tensor, target: torch.Tensor, v
         hard = logits > 0
         inter = (hard & (target > 0.5)).sum(dim=(2, 3)).float()
         union = (hard | (target > 0.5)).sum(dim=(2, 3)).float()
+        if outside is not None:
+            union = union + outside
         actual = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
     norm = weight.sum(dim=0).clamp(min=1)
     per_head = ((bce + dice) * weight).sum(dim=0) / norm
@@ -324,23 +347,34 @@ def build_single_pass(cfg: SinglePassTrainConfig) -> SinglePassNet:
         model.requires_grad_(False)
         for parameter in model.amodal_branch_parameters():
             parameter.requires_grad_(True)
+    elif cfg.trainable == "iou_head":
+        model.requires_grad_(False)
+        model.iou.requires_grad_(True)
     return model
 
 
-def single_pass_losses(model: SinglePassNet, device: torch.device):
-    def losses(batch) -> dict:
-        image, prompt, target, valid = (t.to(device) for t in batch)
-        logits, iou = model(image, prompt)
-        parts = mask_losses(logits, iou, target, valid)
-        parts["loss"] = parts["visible"] + parts["amodal"] + parts["iou"]
-        return parts
+def single_pass_losses(cfg: SinglePassTrainConfig):
+    """The loss function for ``fit``: both masks' BCE + Dice and the IoU head's regression
+    (of the window's IoU, or with ``iou_target: frame`` the frame's)."""
 
-    return losses
+    def make(model: SinglePassNet, device: torch.device):
+        def losses(batch) -> dict:
+            image, prompt, target, valid, outside = (t.to(device) for t in batch)
+            logits, iou = model(image, prompt)
+            parts = mask_losses(logits, iou, target, valid, outside if cfg.iou_target == "frame" else None)
+            parts["loss"] = parts["visible"] + parts["amodal"] + parts["iou"]
+            return parts
+
+        return losses
+
+    return make
 
 
 def train_single_pass(
     cfg: SinglePassTrainConfig, out_dir: Path, cache_dir: Path | None = None, progress: bool = True
 ) -> dict:
     """Train, save the weights to ``out_dir``, and return the training summary."""
-    shown = {"vis": "visible_iou", "amo": "amodal_iou"}
-    return run_training(cfg, out_dir, cache_dir, progress, build_single_pass, ExampleStream, single_pass_losses, shown)
+    shown = {"vis": "visible_iou", "amo": "amodal_iou", "iou": "iou"}
+    return run_training(
+        cfg, out_dir, cache_dir, progress, build_single_pass, ExampleStream, single_pass_losses(cfg), shown
+    )
