@@ -645,12 +645,55 @@ def test_a_tiny_training_run_writes_a_loadable_model(tmp_path, ycb_root, capsys)
     # amodal_up.j is grown from up.(2 + j), the last two of the four levels, then trained
     grown_from = {k: f"up.{2 + int(k.split('.')[1])}.{k.split('.', 2)[2]}" for k in after if k.startswith("amodal_up.")}
     assert any(not torch.equal(after[k], before[source]) for k, source in grown_from.items())
+    head = tmp_path / "head.yaml"
+    head.write_text(config.read_text() + f"trainable: iou_head\niou_target: frame\ninit_from: {out}\n")
+    assert main(["train", "--config", str(head), "--out", str(tmp_path / "head"), *args]) == 0
+    moved = SinglePassNet.from_pretrained(tmp_path / "head").state_dict()
+    changed = {k for k in before if not torch.equal(before[k], moved[k])}
+    assert changed and all(k.startswith("iou.") for k in changed), changed
     bad = tmp_path / "bad.yaml"
     bad.write_text("kind: single_pass\nlerning_rate: 1\n")
     fails_in_one_line(["train", "--config", str(bad), "--out", str(out)], capsys, "lerning_rate")
     fails_in_one_line(["train", "--config", str(tmp_path / "none.yaml"), "--out", str(out)], capsys, "does not exist")
     bad.write_text("kind: single_pass\ntrainable: amodal_branch\n")
     fails_in_one_line(["train", "--config", str(bad), "--out", str(out)], capsys, "needs init_from")
+    bad.write_text("kind: single_pass\ntrainable: iou_head\n")
+    fails_in_one_line(["train", "--config", str(bad), "--out", str(out)], capsys, "needs init_from")
+    bad.write_text("kind: single_pass\niou_target: image\n")
+    fails_in_one_line(["train", "--config", str(bad), "--out", str(out)], capsys, "iou_target")
+
+
+def test_the_frame_iou_counts_the_truth_outside_the_window_as_missed():
+    from gestalt_ros.train.single_pass import mask_losses
+
+    target = torch.zeros(2, 2, 8, 8)
+    target[:, :, 2:6, 2:6] = 1  # 16 pixels of truth in each window
+    logits = target * 20 - 10  # a perfect mask in the window
+    iou, valid = torch.full((2, 2), 0.5), torch.ones(2, dtype=torch.bool)
+    in_window = mask_losses(logits, iou, target, valid)
+    assert in_window["visible_iou"].item() == pytest.approx(1.0) and in_window["iou"].item() == pytest.approx(0.25)
+    # the first example's object has as much again outside its window: its frame IoU is 0.5
+    framed = mask_losses(logits, iou, target, valid, torch.tensor([[16.0, 16.0], [0.0, 0.0]]))
+    assert framed["iou"].item() == pytest.approx((0.0 + 0.0 + 0.25 + 0.25) / 4)
+
+
+def test_an_example_reports_the_truth_its_window_leaves_out(ycb_root):
+    store = store_scenes(_scenes(ycb_root))
+    rng = np.random.default_rng(1)
+    # first-pass windows a third of the object's size (but at least 16 pixels: small objects
+    # fit) leave much of it outside; a mask prompt's window (2.5 times its box) leaves none
+    inside = ExampleConfig(prompt_mix=(1.0, 0.0, 0.0), first_pass=1.0, first_pass_scale=(0.3, 0.35))
+    framed = ExampleConfig(prompt_mix=(0.0, 0.0, 1.0))
+    small, whole = [], []
+    for _ in range(30):
+        m = int(rng.integers(len(store)))
+        for cfg, out in ((inside, small), (framed, whole)):
+            ex = sample_example(store, m, rng, 64, 0.05, 2.5, cfg)
+            if ex is not None:
+                assert ex["outside"].shape == (2,) and (ex["outside"] >= 0).all()
+                out.append(ex["outside"][0] / max(ex["visible"].sum() + ex["outside"][0], 1))
+    assert small and whole
+    assert np.median(small) > 0.3 and max(whole) == 0.0
 
 
 @pytest.mark.parametrize("painter", ["parts", "keys"])

@@ -166,21 +166,21 @@ def sample_example(
         "amodal": window.crop_mask(whole, r),
         "amodal_valid": not touches_border(amodal),
         "kind": kind,
+        "outside": np.array([_outside(m, window, r) for m in (visible, whole)], np.float32),
     }
-    per_frame_pixel = r * r / (window.width * window.height)  # crop pixels per frame pixel
-    out["outside"] = np.array(
-        [
-            max(float(m.sum()) * per_frame_pixel - float(out[k].sum()), 0.0)
-            for m, k in ((visible, "visible"), (whole, "amodal"))
-        ],
-        np.float32,
-    )
     if rng.uniform() < 0.5:
         out["image"] = out["image"][:, ::-1]
         out["prompt"] = out["prompt"][:, :, ::-1]
         out["visible"] = out["visible"][:, ::-1]
         out["amodal"] = out["amodal"][:, ::-1]
     return out
+
+
+def _outside(mask: np.ndarray, window: CropWindow, resolution: int) -> float:
+    """``mask``'s pixels outside ``window``, in crop pixels (the window's rectangle, exactly)."""
+    x0, y0 = max(window.x0, 0), max(window.y0, 0)
+    inside = int(mask[y0 : window.y0 + window.height, x0 : window.x0 + window.width].sum())
+    return (int(mask.sum()) - inside) * resolution * resolution / (window.width * window.height)
 
 
 def _paint_parts(
