@@ -3,8 +3,9 @@ and as prepared for inference, timed in alternating rounds in one process.
 
     python benchmarks/inference_layout.py [--rounds 5] [--repeats 30]
 
-Prints the median milliseconds per pass (batch 1) of each and their ratio, and the largest
-difference of outputs (the folded network must answer the same).
+Prints the median milliseconds per pass (batch 1; the completion UNet at its default batch of
+4 samples) of each and their ratio, and the largest difference of outputs (the prepared
+network must answer the same).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import numpy as np
 import torch
 
+from gestalt_ros.completion import CompletionModel
 from gestalt_ros.inference import for_inference
 from gestalt_ros.recognition import efficientnet_lite0
 from gestalt_ros.resources import share_dir
@@ -47,10 +49,20 @@ def main() -> None:
     torch.manual_seed(0)
     single_pass = SinglePassNet.from_pretrained(share_dir("model") / "single_pass")
     plain_recognizer = efficientnet_lite0()  # as the recognizer loads it, before for_inference
-    size = single_pass.config.resolution
+    completion = CompletionModel.from_pretrained(share_dir("model"))
+    size, c = single_pass.config.resolution, completion.config
+    samples = 4  # the default completion.num_samples, one batch per denoising step
     nets = {
         "single_pass": (single_pass.eval(), (torch.randn(1, 3, size, size), torch.rand(1, 3, size, size))),
         "recognizer": (plain_recognizer.eval(), (torch.randn(1, 3, 224, 224),)),
+        "completion_unet": (
+            completion.eval(),
+            (
+                torch.randn(samples, c.channels, c.resolution, c.resolution),
+                torch.randn(samples, 4, c.resolution, c.resolution),
+                torch.full((samples,), 500),
+            ),
+        ),
     }
     report = {}
     for name, (plain, inputs) in nets.items():

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from gestalt_ros.config import CompletionConfig
+from gestalt_ros.inference import for_inference
 from gestalt_ros.prompts import CropWindow
 
 logger = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ class CompletionSampler:
     """Sample N whole-object completions for one crop, in one batch."""
 
     def __init__(self, model: CompletionModel, device: str | torch.device = "cpu", progress: bool = False) -> None:
-        self.model = model.to(device).eval()
+        self.model = for_inference(model, device)
         self.scheduler = make_scheduler(model.config)
         self.device = torch.device(device)
         self.progress = progress

@@ -1,12 +1,13 @@
 """Networks made ready to answer, not to train: the same outputs, less work per pass.
 
-Both CPU models here are EfficientNet-Lite0 bodies (the single-pass and layer networks, the
-ImageNet recognizer): mostly depthwise convolutions, each followed by a batch norm and a
-ReLU6. Folding each batch norm into the convolution before it, storing activations
+Three of the CPU models here are EfficientNet-Lite0 bodies (the single-pass and layer
+networks, the ImageNet recognizer): mostly depthwise convolutions, each followed by a batch
+norm and a ReLU6. Folding each batch norm into the convolution before it, storing weights
 channels-last, letting each ReLU6 overwrite the fresh convolution output it follows rather
 than allocate another, and moving TensorFlow-style "same" padding into the convolution where
 it is symmetric all leave the outputs as they were and save time on two CPU cores
-(``benchmarks/inference_layout.py``).
+(``benchmarks/inference_layout.py``). The completion model's UNet has none of these layers
+and gains from channels-last weights alone.
 """
 
 from __future__ import annotations
