@@ -89,8 +89,9 @@ class CompletionConfig:
     weights: str = ""
     # Completions sampled per prompt, in one batch; their masks vote per pixel.
     num_samples: int = 4
-    # DDIM denoising steps per completion.
-    num_inference_steps: int = 2
+    # DDIM denoising steps per completion (the embedded model predicts the clean object, so
+    # its first step from noise is already the whole object: docs/model-card.md).
+    num_inference_steps: int = 1
     # Classifier-free guidance; 1 disables it (one forward pass per step instead of two).
     guidance_scale: float = 1.0
     # DDIM eta: 0 is deterministic given the initial noise, 1 is ancestral.
