@@ -142,7 +142,8 @@ class NodeClient:
             received, message = self.answers[k]
             entry = message["objects"][0]
             if entry["error"] is not None:
-                raise (FrameMissing if "no_image" in entry["error"] else RuntimeError)(entry["error"])
+                missing = entry["error"].startswith("rejected (no_image)")
+                raise (FrameMissing if missing else RuntimeError)(entry["error"])
             end_to_end.append(received - sent)
             pipeline.append(sum(entry["timings"].values()))
         return end_to_end, pipeline

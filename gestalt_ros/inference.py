@@ -83,13 +83,11 @@ def activations_in_place(model: nn.Module) -> int:
         switch(getattr(module, "_swish", None))
         if isinstance(module, nn.Sequential):
             children = list(module)
-            for i, child in enumerate(children):
-                before = children[max(i - 2, 0) : i]
-                if before and (
-                    isinstance(before[-1], nn.Conv2d)
-                    or (len(before) == 2 and isinstance(before[0], nn.Conv2d) and _is_norm(before[1]))
-                ):
-                    switch(child)
+            for i in range(1, len(children)):
+                after_conv = isinstance(children[i - 1], nn.Conv2d)
+                after_conv_norm = i >= 2 and isinstance(children[i - 2], nn.Conv2d) and _is_norm(children[i - 1])
+                if after_conv or after_conv_norm:
+                    switch(children[i])
     return switched
 
 

@@ -178,8 +178,8 @@ def sample_example(
 
 def _outside(mask: np.ndarray, window: CropWindow, resolution: int) -> float:
     """``mask``'s pixels outside ``window``, in crop pixels (the window's rectangle, exactly)."""
-    x0, y0 = max(window.x0, 0), max(window.y0, 0)
-    inside = int(mask[y0 : window.y0 + window.height, x0 : window.x0 + window.width].sum())
+    x0, y0, x1, y1 = window.clipped(*mask.shape)
+    inside = int(mask[y0:y1, x0:x1].sum()) if x1 > x0 and y1 > y0 else 0
     return (int(mask.sum()) - inside) * resolution * resolution / (window.width * window.height)
 
 
